@@ -1,0 +1,693 @@
+//! The `ServiceTable`: an immutable snapshot of every Service frontend this appliance
+//! translates and the backends behind it. The control plane builds one with
+//! [`ServiceTableBuilder`] off the hot path and publishes it; workers only read it.
+//!
+//! A dataplane "service" is one backend pool: what kube-proxy calls a service port
+//! (`namespace/name:port`), possibly split in two when a traffic policy gives the
+//! internal and external frontends different backend sets. Every lookup a worker makes
+//! is a hash-map probe or a Maglev slot read: O(1) whatever the number of Services.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::hash::{addr_word, hash_words, FastMap, FastSet};
+use crate::maglev::{Maglev, MaglevBackend};
+
+/// Transport protocols a Service port can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl L4Protocol {
+    /// The IP protocol number (IPv4 `protocol`, IPv6 `next header`).
+    pub const fn ip_number(self) -> u8 {
+        match self {
+            L4Protocol::Tcp => 6,
+            L4Protocol::Udp => 17,
+            L4Protocol::Sctp => 132,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if a Service can carry it.
+    pub const fn from_ip_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(L4Protocol::Tcp),
+            17 => Some(L4Protocol::Udp),
+            132 => Some(L4Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for L4Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            L4Protocol::Tcp => "TCP",
+            L4Protocol::Udp => "UDP",
+            L4Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
+/// What a frontend is looked up by: destination address, port and protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: L4Protocol,
+}
+
+/// Where a frontend address came from in the Service object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrontendKind {
+    /// `spec.clusterIPs` × port.
+    ClusterIp,
+    /// A node address × `nodePort`.
+    NodePort,
+    /// `status.loadBalancer.ingress[].ip` × port.
+    LoadBalancer,
+    /// `spec.externalIPs` × port.
+    ExternalIp,
+}
+
+/// An IPv4 or IPv6 prefix, such as an entry of `loadBalancerSourceRanges`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpCidr {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+/// Why a CIDR string or value was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CidrError {
+    BadAddress(String),
+    BadPrefix(String),
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::BadAddress(s) => write!(f, "not an IP address in CIDR {s:?}"),
+            CidrError::BadPrefix(s) => write!(f, "prefix length out of range in CIDR {s:?}"),
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+impl IpCidr {
+    /// A prefix; host bits of `addr` are cleared. Fails when `prefix_len` exceeds the
+    /// family's width.
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, CidrError> {
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix_len > width {
+            return Err(CidrError::BadPrefix(format!("{addr}/{prefix_len}")));
+        }
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & v4_mask(prefix_len)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & v6_mask(prefix_len)).into()),
+        };
+        Ok(IpCidr { addr, prefix_len })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// Whether `ip` lies inside the prefix (never across families).
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & v4_mask(self.prefix_len) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                u128::from(ip) & v6_mask(self.prefix_len) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn v4_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+fn v6_mask(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    }
+}
+
+impl std::str::FromStr for IpCidr {
+    type Err = CidrError;
+    /// `a.b.c.d/len`, `x::y/len`, or a bare address (a host prefix).
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| CidrError::BadAddress(s.to_string()))?;
+        let len = match len {
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .map_err(|_| CidrError::BadPrefix(s.to_string()))?,
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        IpCidr::new(addr, len).map_err(|_| CidrError::BadPrefix(s.to_string()))
+    }
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Index of a service (backend pool) in its table. Only meaningful with the table that
+/// issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceId(pub u32);
+
+/// A frontend: a captured Service address, and the service it leads to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    pub key: FrontendKey,
+    pub kind: FrontendKind,
+    pub service: ServiceId,
+    /// Client prefixes allowed to use this frontend (`loadBalancerSourceRanges`); empty
+    /// allows every client.
+    pub source_ranges: Arc<[IpCidr]>,
+}
+
+impl Frontend {
+    /// Whether `client` may use this frontend.
+    #[inline]
+    pub fn admits(&self, client: IpAddr) -> bool {
+        self.source_ranges.is_empty() || self.source_ranges.iter().any(|c| c.contains(client))
+    }
+}
+
+/// EndpointSlice conditions of one endpoint. Kubernetes treats an unset condition as true;
+/// the control plane resolves that before building the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conditions {
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl Conditions {
+    /// A ready, serving, not terminating endpoint.
+    pub const READY: Conditions = Conditions {
+        ready: true,
+        serving: true,
+        terminating: false,
+    };
+}
+
+/// One endpoint of a service: where translated traffic goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub addr: IpAddr,
+    /// The resolved target port.
+    pub port: u16,
+    /// Relative weight for Maglev (Kubernetes endpoints all weigh 1).
+    pub weight: u32,
+    pub conditions: Conditions,
+}
+
+/// What a frontend does with a new flow when its service has no usable backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NoBackendAction {
+    /// TCP RST, or ICMP port unreachable for UDP and SCTP (kube-proxy's REJECT).
+    Reject,
+    /// Silently drop (counted); kube-proxy drops when a Local traffic policy leaves no
+    /// local endpoint.
+    Drop,
+}
+
+/// How a new flow picks its backend. Chosen per table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Scheduler {
+    /// Maglev consistent hashing over the flow's 5-tuple: every worker and every
+    /// appliance with the same seed picks the same backend for the same flow.
+    #[default]
+    Maglev,
+    /// Per-worker round robin (kube-proxy's userspace mode).
+    RoundRobin,
+    /// Per-worker pseudo-random choice (kube-proxy's iptables mode).
+    Random,
+}
+
+/// What the control plane says about one service (backend pool).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// A human name for counters and status, such as `default/web:http`.
+    pub name: String,
+    pub protocol: L4Protocol,
+    /// Every endpoint with its conditions; the table chooses the usable ones.
+    pub backends: Vec<Backend>,
+    /// `sessionAffinity: ClientIP`: the timeout in seconds; `None` for no affinity.
+    pub affinity_timeout_secs: Option<u32>,
+    pub no_backend: NoBackendAction,
+}
+
+/// A built service: its spec, the backends new flows may use, and their Maglev table.
+#[derive(Clone, Debug)]
+pub struct Service {
+    spec: ServiceSpec,
+    /// The usable backends: ready ones; when none is ready, serving and terminating ones
+    /// (kube-proxy's rule). Maglev indexes into this slice.
+    usable: Arc<[Backend]>,
+    maglev: Arc<Maglev>,
+}
+
+impl Service {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn spec(&self) -> &ServiceSpec {
+        &self.spec
+    }
+
+    pub fn protocol(&self) -> L4Protocol {
+        self.spec.protocol
+    }
+
+    /// The backends new flows may be sent to.
+    #[inline]
+    pub fn usable_backends(&self) -> &[Backend] {
+        &self.usable
+    }
+
+    pub fn affinity_timeout_secs(&self) -> Option<u32> {
+        self.spec.affinity_timeout_secs
+    }
+
+    pub fn no_backend(&self) -> NoBackendAction {
+        self.spec.no_backend
+    }
+
+    /// The Maglev choice for a flow hash: an index into [`Service::usable_backends`].
+    #[inline]
+    pub fn maglev_pick(&self, hash: u64) -> Option<usize> {
+        self.maglev.lookup(hash).map(|i| i as usize)
+    }
+
+    pub fn maglev(&self) -> &Maglev {
+        &self.maglev
+    }
+}
+
+/// The usable subset of `backends`: ready ones, or when none is ready the serving and
+/// terminating ones, in a canonical order (so equal sets build equal Maglev tables).
+pub fn usable_backends(backends: &[Backend]) -> Vec<Backend> {
+    let mut usable: Vec<Backend> = backends
+        .iter()
+        .filter(|b| b.conditions.ready)
+        .copied()
+        .collect();
+    if usable.is_empty() {
+        usable = backends
+            .iter()
+            .filter(|b| b.conditions.serving && b.conditions.terminating)
+            .copied()
+            .collect();
+    }
+    usable.sort_by(|a, b| (a.addr, a.port).cmp(&(b.addr, b.port)));
+    usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    usable
+}
+
+/// Why the builder refused an input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// Two frontends claim the same (address, port, protocol).
+    DuplicateFrontend(FrontendKey),
+    /// A frontend names a service the builder does not have.
+    UnknownService(ServiceId),
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableError::DuplicateFrontend(k) => {
+                write!(
+                    f,
+                    "frontend {}:{}/{} is claimed twice",
+                    k.addr, k.port, k.protocol
+                )
+            }
+            TableError::UnknownService(id) => write!(f, "no service with id {}", id.0),
+        }
+    }
+}
+
+impl std::error::Error for TableError {}
+
+/// The immutable snapshot workers read.
+#[derive(Debug)]
+pub struct ServiceTable {
+    generation: u64,
+    seed: u64,
+    scheduler: Scheduler,
+    services: Vec<Service>,
+    frontends: FastMap<FrontendKey, Frontend>,
+    /// Every frontend address: what ARP/ND answers for, and what an unknown port is
+    /// dropped on.
+    service_addrs: FastSet<IpAddr>,
+    /// (service, backend address, backend port) for every backend listed (usable or not),
+    /// so a tracked flow can tell whether its backend still exists.
+    backends: FastSet<(ServiceId, IpAddr, u16)>,
+}
+
+impl ServiceTable {
+    /// A builder with seed 0, Maglev scheduling and generation 0.
+    pub fn builder() -> ServiceTableBuilder {
+        ServiceTableBuilder::default()
+    }
+
+    /// An empty table (translates nothing).
+    pub fn empty() -> Self {
+        ServiceTableBuilder::default().build()
+    }
+
+    /// Increases by one per published table; a worker compares it to notice a change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The seed of every flow and backend hash in this table.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn scheduler(&self) -> Scheduler {
+        self.scheduler
+    }
+
+    /// The frontend for a destination, if it is a captured Service address and port.
+    #[inline]
+    pub fn frontend(&self, key: &FrontendKey) -> Option<&Frontend> {
+        self.frontends.get(key)
+    }
+
+    /// Whether `addr` is the address of any frontend.
+    #[inline]
+    pub fn is_service_addr(&self, addr: IpAddr) -> bool {
+        self.service_addrs.contains(&addr)
+    }
+
+    /// The service with this id. Ids come from this table's frontends.
+    #[inline]
+    pub fn service(&self, id: ServiceId) -> Option<&Service> {
+        self.services.get(id.0 as usize)
+    }
+
+    /// Whether the service still lists this backend (in any condition).
+    #[inline]
+    pub fn has_backend(&self, id: ServiceId, addr: IpAddr, port: u16) -> bool {
+        self.backends.contains(&(id, addr, port))
+    }
+
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    pub fn frontends(&self) -> impl Iterator<Item = &Frontend> {
+        self.frontends.values()
+    }
+
+    pub fn service_addrs(&self) -> impl Iterator<Item = &IpAddr> {
+        self.service_addrs.iter()
+    }
+}
+
+/// Builds a [`ServiceTable`]. Not for the hot path: it allocates freely.
+#[derive(Default)]
+pub struct ServiceTableBuilder {
+    generation: u64,
+    seed: u64,
+    scheduler: Scheduler,
+    services: Vec<ServiceSpec>,
+    frontends: Vec<Frontend>,
+    keys: FastSet<FrontendKey>,
+}
+
+impl ServiceTableBuilder {
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    pub fn scheduler(mut self, scheduler: Scheduler) -> Self {
+        self.scheduler = scheduler;
+        self
+    }
+
+    /// Adds a service; the id is what its frontends name.
+    pub fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
+        self.services.push(spec);
+        ServiceId(self.services.len() as u32 - 1)
+    }
+
+    /// Adds a frontend for a service added before.
+    pub fn add_frontend(
+        &mut self,
+        key: FrontendKey,
+        kind: FrontendKind,
+        service: ServiceId,
+        source_ranges: Vec<IpCidr>,
+    ) -> Result<(), TableError> {
+        if service.0 as usize >= self.services.len() {
+            return Err(TableError::UnknownService(service));
+        }
+        if !self.keys.insert(key) {
+            return Err(TableError::DuplicateFrontend(key));
+        }
+        self.frontends.push(Frontend {
+            key,
+            kind,
+            service,
+            source_ranges: source_ranges.into(),
+        });
+        Ok(())
+    }
+
+    /// Builds the table, computing every Maglev table.
+    pub fn build(self) -> ServiceTable {
+        self.build_reusing(None)
+    }
+
+    /// Builds the table, reusing the Maglev table of any service of `previous` with the
+    /// same name and the same usable backends (a one-endpoint change rebuilds one table).
+    pub fn build_reusing(self, previous: Option<&ServiceTable>) -> ServiceTable {
+        let seed = self.seed;
+        let reusable: FastMap<&str, &Service> = previous
+            .filter(|p| p.seed == seed)
+            .map(|p| p.services.iter().map(|s| (s.name(), s)).collect())
+            .unwrap_or_default();
+        let mut backends = FastSet::default();
+        let services: Vec<Service> = self
+            .services
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                for b in &spec.backends {
+                    backends.insert((ServiceId(i as u32), b.addr, b.port));
+                }
+                let usable = usable_backends(&spec.backends);
+                let maglev = match reusable.get(spec.name.as_str()) {
+                    Some(old) if *old.usable == usable[..] => old.maglev.clone(),
+                    _ => Arc::new(Maglev::new(
+                        &usable
+                            .iter()
+                            .map(|b| MaglevBackend {
+                                id: backend_id(seed, b),
+                                weight: b.weight,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                };
+                Service {
+                    spec,
+                    usable: usable.into(),
+                    maglev,
+                }
+            })
+            .collect();
+        let service_addrs = self.frontends.iter().map(|f| f.key.addr).collect();
+        let frontends = self.frontends.into_iter().map(|f| (f.key, f)).collect();
+        ServiceTable {
+            generation: self.generation,
+            seed,
+            scheduler: self.scheduler,
+            services,
+            frontends,
+            service_addrs,
+            backends,
+        }
+    }
+}
+
+/// The identity hash Maglev places a backend by: a function of the seed, its address and
+/// port only, so every appliance fills the same slots.
+pub fn backend_id(seed: u64, backend: &Backend) -> u64 {
+    hash_words(seed, &[addr_word(backend.addr), u64::from(backend.port)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(addr: &str, port: u16, conditions: Conditions) -> Backend {
+        Backend {
+            addr: addr.parse().unwrap(),
+            port,
+            weight: 1,
+            conditions,
+        }
+    }
+
+    fn spec(name: &str, backends: Vec<Backend>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            protocol: L4Protocol::Tcp,
+            backends,
+            affinity_timeout_secs: None,
+            no_backend: NoBackendAction::Reject,
+        }
+    }
+
+    fn key(addr: &str, port: u16) -> FrontendKey {
+        FrontendKey {
+            addr: addr.parse().unwrap(),
+            port,
+            protocol: L4Protocol::Tcp,
+        }
+    }
+
+    #[test]
+    fn ready_endpoints_win_over_terminating_ones() {
+        let terminating = Conditions {
+            ready: false,
+            serving: true,
+            terminating: true,
+        };
+        let got = usable_backends(&[
+            backend("10.0.0.2", 80, terminating),
+            backend("10.0.0.1", 80, Conditions::READY),
+        ]);
+        assert_eq!(got, vec![backend("10.0.0.1", 80, Conditions::READY)]);
+        let got = usable_backends(&[
+            backend("10.0.0.2", 80, terminating),
+            backend(
+                "10.0.0.3",
+                80,
+                Conditions {
+                    ready: false,
+                    serving: false,
+                    terminating: true,
+                },
+            ),
+        ]);
+        assert_eq!(got, vec![backend("10.0.0.2", 80, terminating)]);
+    }
+
+    #[test]
+    fn lookup_and_addresses() {
+        let mut b = ServiceTable::builder().generation(7);
+        let id = b.add_service(spec(
+            "default/web:http",
+            vec![backend("10.0.0.1", 8080, Conditions::READY)],
+        ));
+        b.add_frontend(key("198.18.0.10", 80), FrontendKind::ClusterIp, id, vec![])
+            .unwrap();
+        assert_eq!(
+            b.add_frontend(key("198.18.0.10", 80), FrontendKind::ClusterIp, id, vec![]),
+            Err(TableError::DuplicateFrontend(key("198.18.0.10", 80)))
+        );
+        assert_eq!(
+            b.add_frontend(
+                key("198.18.0.11", 80),
+                FrontendKind::ClusterIp,
+                ServiceId(9),
+                vec![]
+            ),
+            Err(TableError::UnknownService(ServiceId(9)))
+        );
+        let t = b.build();
+        assert_eq!(t.generation(), 7);
+        let f = t.frontend(&key("198.18.0.10", 80)).unwrap();
+        assert_eq!(t.service(f.service).unwrap().usable_backends().len(), 1);
+        assert!(t.frontend(&key("198.18.0.10", 81)).is_none());
+        assert!(t.is_service_addr("198.18.0.10".parse().unwrap()));
+        assert!(!t.is_service_addr("198.18.0.11".parse().unwrap()));
+        assert!(t.has_backend(id, "10.0.0.1".parse().unwrap(), 8080));
+        assert!(!t.has_backend(id, "10.0.0.1".parse().unwrap(), 8081));
+    }
+
+    #[test]
+    fn unchanged_services_share_their_maglev_table() {
+        let build = |second: &str, prev: Option<&ServiceTable>| {
+            let mut b = ServiceTable::builder();
+            b.add_service(spec("a", vec![backend("10.0.0.1", 80, Conditions::READY)]));
+            b.add_service(spec("b", vec![backend(second, 80, Conditions::READY)]));
+            b.build_reusing(prev)
+        };
+        let one = build("10.0.1.1", None);
+        let two = build("10.0.1.2", Some(&one));
+        assert!(Arc::ptr_eq(
+            &one.services[0].maglev,
+            &two.services[0].maglev
+        ));
+        assert!(!Arc::ptr_eq(
+            &one.services[1].maglev,
+            &two.services[1].maglev
+        ));
+    }
+
+    #[test]
+    fn cidr_parse_and_contains() {
+        let c: IpCidr = "198.18.0.0/15".parse().unwrap();
+        assert!(c.contains("198.19.255.255".parse().unwrap()));
+        assert!(!c.contains("198.20.0.0".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let all: IpCidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("1.2.3.4".parse().unwrap()));
+        let v6: IpCidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpCidr>().is_err());
+        assert!("nope/8".parse::<IpCidr>().is_err());
+        assert_eq!(
+            "10.1.2.3/8".parse::<IpCidr>().unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+    }
+}
