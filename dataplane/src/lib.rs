@@ -8,5 +8,6 @@
 
 pub mod hash;
 pub mod maglev;
+pub mod pipeline;
 pub mod table;
 pub mod wire;

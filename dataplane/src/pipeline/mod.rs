@@ -1,0 +1,12 @@
+//! The per-packet pipeline: a received frame, the worker's state and the current
+//! `ServiceTable` in; the frame rewritten in place and a [`Verdict`] out.
+
+pub mod config;
+pub mod counters;
+pub mod neighbour;
+pub mod verdict;
+
+pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, WorkerConfig};
+pub use counters::PipelineCounters;
+pub use neighbour::{Learned, NeighbourTable};
+pub use verdict::{DropReason, Verdict};

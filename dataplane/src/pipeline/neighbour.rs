@@ -1,0 +1,128 @@
+//! Link-layer addresses of next hops.
+//!
+//! The table workers read is a snapshot, published like the Service table: workers never
+//! write shared state. What a worker learns from ARP and ND (senders of requests and
+//! replies on connected prefixes) goes into its own bounded [`Learned`] buffer; the
+//! runtime drains it after each burst to the control thread, which merges it and
+//! publishes the next snapshot. Static neighbours from the configuration seed the table.
+
+use std::net::IpAddr;
+
+use crate::hash::FastMap;
+use crate::pipeline::config::MacAddr;
+
+/// An immutable map from next-hop address to MAC.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NeighbourTable {
+    entries: FastMap<IpAddr, MacAddr>,
+}
+
+impl NeighbourTable {
+    pub fn new(entries: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> Self {
+        NeighbourTable {
+            entries: entries.into_iter().collect(),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, addr: IpAddr) -> Option<MacAddr> {
+        self.entries.get(&addr).copied()
+    }
+
+    /// A copy with `learned` merged in (the control thread's update).
+    pub fn with(&self, learned: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> Self {
+        let mut entries = self.entries.clone();
+        entries.extend(learned);
+        NeighbourTable { entries }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &MacAddr)> {
+        self.entries.iter()
+    }
+}
+
+/// Capacity of a worker's [`Learned`] buffer between two drains.
+pub const LEARNED_CAPACITY: usize = 64;
+
+/// Neighbours a worker saw since the last drain: fixed capacity, no allocation; what
+/// does not fit is dropped (and will be learned again from the next ARP/ND frame).
+#[derive(Clone, Debug)]
+pub struct Learned {
+    entries: [(IpAddr, MacAddr); LEARNED_CAPACITY],
+    len: usize,
+    overflowed: u64,
+}
+
+impl Default for Learned {
+    fn default() -> Self {
+        Learned {
+            entries: [(IpAddr::from([0u8, 0, 0, 0]), [0; 6]); LEARNED_CAPACITY],
+            len: 0,
+            overflowed: 0,
+        }
+    }
+}
+
+impl Learned {
+    /// Records a neighbour unless it is already in the buffer or the snapshot agrees.
+    #[inline]
+    pub fn record(&mut self, known: &NeighbourTable, addr: IpAddr, mac: MacAddr) {
+        if known.get(addr) == Some(mac) || self.entries[..self.len].contains(&(addr, mac)) {
+            return;
+        }
+        if self.len == LEARNED_CAPACITY {
+            self.overflowed += 1;
+            return;
+        }
+        self.entries[self.len] = (addr, mac);
+        self.len += 1;
+    }
+
+    /// Hands out and forgets what was learned.
+    pub fn drain(&mut self) -> impl Iterator<Item = (IpAddr, MacAddr)> + '_ {
+        let len = std::mem::take(&mut self.len);
+        self.entries[..len].iter().copied()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries that did not fit since the worker started.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_buffer_dedups_skips_known_and_bounds() {
+        let a: IpAddr = "198.18.1.2".parse().unwrap();
+        let known = NeighbourTable::new([(a, [1; 6])]);
+        let mut l = Learned::default();
+        l.record(&known, a, [1; 6]);
+        assert!(l.is_empty());
+        l.record(&known, a, [2; 6]);
+        l.record(&known, a, [2; 6]);
+        assert_eq!(l.drain().collect::<Vec<_>>(), vec![(a, [2; 6])]);
+        assert!(l.is_empty());
+        for i in 0..(LEARNED_CAPACITY as u8 + 5) {
+            l.record(&known, IpAddr::from([198, 18, 3, i]), [3; 6]);
+        }
+        assert_eq!(l.drain().count(), LEARNED_CAPACITY);
+        assert_eq!(l.overflowed(), 5);
+        let merged = known.with([(a, [9; 6])]);
+        assert_eq!(merged.get(a), Some([9; 6]));
+    }
+}
