@@ -8,5 +8,6 @@
 
 pub mod hash;
 pub mod maglev;
+pub mod packet_builder;
 pub mod table;
 pub mod wire;
