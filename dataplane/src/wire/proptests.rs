@@ -192,6 +192,9 @@ fn exercise_sctp(b: &[u8]) {
         let mut m = SctpPacket::new_checked(b.to_vec()).unwrap();
         m.fill_checksum();
         assert!(m.verify_checksum());
+        m.rewrite_dst_port(0x5ca1);
+        m.rewrite_src_port(0xab);
+        assert!(m.verify_checksum());
     }
 }
 
@@ -460,6 +463,33 @@ proptest! {
         nat_in_place(kind, &mut pkt, new_dst, new_dport, new_sport);
         let want = build(kind, src, new_dst, new_sport, new_dport, &payload);
         prop_assert_eq!(pkt, want);
+    }
+
+    #[test]
+    fn sctp_incremental_crc_equals_rebuilt_packet(
+        sport in any::<u16>(),
+        dport in any::<u16>(),
+        new_sport in any::<u16>(),
+        new_dport in any::<u16>(),
+        vtag in any::<u32>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..3000),
+    ) {
+        let b = |s: u16, d: u16| {
+            PacketBuilder::new()
+                .ipv4(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2))
+                .ip_only()
+                .sctp(s, d)
+                .sctp_vtag(vtag)
+                .payload(&payload)
+                .build()
+        };
+        let mut pkt = b(sport, dport);
+        {
+            let mut s = SctpPacket::new_checked(&mut pkt[20..]).unwrap();
+            s.rewrite_src_port(new_sport);
+            s.rewrite_dst_port(new_dport);
+        }
+        prop_assert_eq!(pkt, b(new_sport, new_dport));
     }
 
     #[test]

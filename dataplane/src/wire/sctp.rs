@@ -118,6 +118,74 @@ pub fn crc32c(data: &[u8]) -> u32 {
     !crc32c_update(!0, data)
 }
 
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+
+/// Product of two polynomials modulo the CRC32c polynomial, in the reflected bit order
+/// the CRC register uses (bit 31 is x^0).
+const fn mul_mod_p(a: u32, mut b: u32) -> u32 {
+    let mut m: u32 = 1 << 31;
+    let mut p: u32 = 0;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+        }
+        m >>= 1;
+        b = if b & 1 != 0 {
+            (b >> 1) ^ CRC32C_POLY
+        } else {
+            b >> 1
+        };
+    }
+    p
+}
+
+/// Largest shift (in zero bytes) served from [`X_POW_8N`]; longer ones are composed.
+const X_POW_TABLE_LEN: usize = 2048;
+
+/// `X_POW_8N[n]` = x^(8n) mod P: feeding n zero bytes through the register multiplies
+/// its state by this.
+static X_POW_8N: [u32; X_POW_TABLE_LEN] = {
+    let mut t = [0u32; X_POW_TABLE_LEN];
+    t[0] = 1 << 31;
+    let x8 = 1u32 << (31 - 8);
+    let mut i = 1;
+    while i < X_POW_TABLE_LEN {
+        t[i] = mul_mod_p(t[i - 1], x8);
+        i += 1;
+    }
+    t
+};
+
+/// Register state after `n` zero bytes fed to a register holding `state`.
+#[inline]
+fn shift_zero_bytes(mut state: u32, mut n: usize) -> u32 {
+    while n >= X_POW_TABLE_LEN {
+        state = mul_mod_p(X_POW_8N[X_POW_TABLE_LEN - 1], state);
+        n -= X_POW_TABLE_LEN - 1;
+    }
+    mul_mod_p(X_POW_8N[n], state)
+}
+
+/// Incremental CRC32c: the CRC of a `total_len`-byte message whose CRC was `crc`,
+/// after the bytes `old` at `offset` are replaced by `new` (same length, ≤ 16 bytes).
+/// CRC32c is affine, so the change is the CRC (zero init, no final xor) of
+/// `old ^ new` followed by the bytes after it as zeros. Cost: independent of
+/// `total_len` below 2 KiB (one 32-step multiply). Returns `crc` unchanged if the
+/// arguments do not fit (`offset + len > total_len`, lengths differ or exceed 16).
+#[inline]
+pub fn crc32c_replace(crc: u32, total_len: usize, offset: usize, old: &[u8], new: &[u8]) -> u32 {
+    let k = old.len();
+    if k != new.len() || k > 16 || offset + k > total_len {
+        return crc;
+    }
+    let mut delta = [0u8; 16];
+    for i in 0..k {
+        delta[i] = old[i] ^ new[i];
+    }
+    let state = crc32c_update(0, &delta[..k]);
+    crc ^ shift_zero_bytes(state, total_len - offset - k)
+}
+
 /// A view of an SCTP packet: the buffer is the whole packet (the IP payload). After
 /// `new_checked` the common header and the first chunk header are present.
 #[derive(Debug, Clone)]
@@ -223,11 +291,44 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&v.to_le_bytes());
     }
 
-    /// Recomputes and writes the CRC32c (after any port rewrite: CRC32c has no
-    /// incremental update here, and SCTP's checksum does not cover IP addresses).
+    /// Recomputes and writes the CRC32c over the whole packet.
     #[inline]
     pub fn fill_checksum(&mut self) {
         let c = self.compute_checksum();
+        self.set_checksum(c);
+    }
+
+    /// Rewrites the source port and updates the CRC32c incrementally (cost independent
+    /// of packet length). SCTP's checksum covers no IP address, so this is all an
+    /// address+port NAT needs. A wrong checksum stays wrong.
+    #[inline]
+    pub fn rewrite_src_port(&mut self, port: u16) {
+        let old = self.src_port().to_be_bytes();
+        let len = self.buffer.as_ref().len();
+        let c = crc32c_replace(
+            self.checksum(),
+            len,
+            field::SRC_PORT,
+            &old,
+            &port.to_be_bytes(),
+        );
+        self.set_src_port(port);
+        self.set_checksum(c);
+    }
+
+    /// Rewrites the destination port and updates the CRC32c incrementally.
+    #[inline]
+    pub fn rewrite_dst_port(&mut self, port: u16) {
+        let old = self.dst_port().to_be_bytes();
+        let len = self.buffer.as_ref().len();
+        let c = crc32c_replace(
+            self.checksum(),
+            len,
+            field::DST_PORT,
+            &old,
+            &port.to_be_bytes(),
+        );
+        self.set_dst_port(port);
         self.set_checksum(c);
     }
 
@@ -298,6 +399,27 @@ mod tests {
         assert!(!p.verify_checksum());
         p.fill_checksum();
         assert!(p.verify_checksum());
+    }
+
+    #[test]
+    fn incremental_crc_matches_recompute() {
+        for len in [16usize, 17, 64, 1500, 2047, 2048, 2049, 5000, 9000] {
+            let mut b: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            b[8..12].copy_from_slice(&[0; 4]);
+            let mut p = Packet::new_checked(&mut b[..]).unwrap();
+            p.fill_checksum();
+            p.rewrite_dst_port(0x1f90);
+            p.rewrite_src_port(0xffff);
+            assert!(p.verify_checksum(), "len {len}");
+            assert_eq!((p.src_port(), p.dst_port()), (0xffff, 0x1f90));
+        }
+        let m = b"123456789";
+        let c = crc32c(m);
+        let changed = b"12AB56789";
+        assert_eq!(crc32c_replace(c, 9, 2, b"34", b"AB"), crc32c(changed));
+        // Arguments that do not fit leave the CRC alone.
+        assert_eq!(crc32c_replace(c, 9, 8, b"34", b"AB"), c);
+        assert_eq!(crc32c_replace(c, 9, 0, b"3", b"AB"), c);
     }
 
     #[test]
