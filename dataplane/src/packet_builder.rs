@@ -52,11 +52,6 @@ enum L4 {
     Tcp {
         src: u16,
         dst: u16,
-        seq: u32,
-        ack: u32,
-        flags: TcpFlags,
-        window: u16,
-        options: Vec<u8>,
     },
     Udp {
         src: u16,
@@ -65,8 +60,6 @@ enum L4 {
     Sctp {
         src: u16,
         dst: u16,
-        vtag: u32,
-        chunk: SctpChunk,
     },
     Echo {
         request: bool,
@@ -102,8 +95,9 @@ enum L4 {
 /// Builds Ethernet (optionally 802.1Q-tagged) frames carrying IPv4 or IPv6 with TCP,
 /// UDP, SCTP or ICMP, or ARP; with correct checksums unless asked otherwise.
 ///
-/// Each method consumes and returns the builder; `build` returns the frame bytes and
-/// can be called on a clone to make variants (`b.clone().seq(2).build()`).
+/// Each method consumes and returns the builder, in any order (`.syn().tcp(1, 2)` is
+/// `.tcp(1, 2).syn()`); settings for a transport not chosen are ignored. `build` takes
+/// `&self`, so one recipe can build variants (`b.clone().seq(2).build()`).
 #[derive(Clone, Debug)]
 pub struct PacketBuilder {
     eth_src: EthernetAddress,
@@ -119,6 +113,13 @@ pub struct PacketBuilder {
     ipv4_options: Vec<u8>,
     ipv6_ext: Vec<(IpProtocol, usize)>,
     l4: L4,
+    tcp_seq: u32,
+    tcp_ack: u32,
+    tcp_flags: TcpFlags,
+    tcp_window: u16,
+    tcp_options: Vec<u8>,
+    sctp_vtag: Option<u32>,
+    sctp_chunk: SctpChunk,
     payload: Vec<u8>,
     udp_zero_checksum: bool,
     bad_checksum: bool,
@@ -148,6 +149,13 @@ impl PacketBuilder {
             ipv4_options: Vec::new(),
             ipv6_ext: Vec::new(),
             l4: L4::None,
+            tcp_seq: 1,
+            tcp_ack: 1,
+            tcp_flags: TcpFlags::ACK,
+            tcp_window: 65535,
+            tcp_options: Vec::new(),
+            sctp_vtag: None,
+            sctp_chunk: SctpChunk::Data { tsn: 1 },
             payload: Vec::new(),
             udp_zero_checksum: false,
             bad_checksum: false,
@@ -250,23 +258,13 @@ impl PacketBuilder {
 
     /// TCP from `src` to `dst` port; defaults: flags ACK, seq 1, ack 1, window 65535.
     pub fn tcp(mut self, src: u16, dst: u16) -> Self {
-        self.l4 = L4::Tcp {
-            src,
-            dst,
-            seq: 1,
-            ack: 1,
-            flags: TcpFlags::ACK,
-            window: 65535,
-            options: Vec::new(),
-        };
+        self.l4 = L4::Tcp { src, dst };
         self
     }
 
     /// TCP flags (exactly these).
     pub fn flags(mut self, f: TcpFlags) -> Self {
-        if let L4::Tcp { flags, .. } = &mut self.l4 {
-            *flags = f;
-        }
+        self.tcp_flags = f;
         self
     }
 
@@ -290,32 +288,27 @@ impl PacketBuilder {
         self.flags(TcpFlags::RST)
     }
 
+    /// TCP sequence number.
     pub fn seq(mut self, n: u32) -> Self {
-        if let L4::Tcp { seq, .. } = &mut self.l4 {
-            *seq = n;
-        }
+        self.tcp_seq = n;
         self
     }
 
+    /// TCP acknowledgement number.
     pub fn ack(mut self, n: u32) -> Self {
-        if let L4::Tcp { ack, .. } = &mut self.l4 {
-            *ack = n;
-        }
+        self.tcp_ack = n;
         self
     }
 
+    /// TCP window.
     pub fn window(mut self, n: u16) -> Self {
-        if let L4::Tcp { window, .. } = &mut self.l4 {
-            *window = n;
-        }
+        self.tcp_window = n;
         self
     }
 
     /// TCP options, padded with zero (end-of-list) to a multiple of 4 bytes.
     pub fn tcp_options(mut self, o: &[u8]) -> Self {
-        if let L4::Tcp { options, .. } = &mut self.l4 {
-            *options = o.to_vec();
-        }
+        self.tcp_options = o.to_vec();
         self
     }
 
@@ -330,35 +323,28 @@ impl PacketBuilder {
         self
     }
 
-    /// SCTP with a DATA chunk (TSN 1) carrying the payload, verification tag 1.
+    /// SCTP; defaults: a DATA chunk (TSN 1) carrying the payload, verification tag 1
+    /// (0 for INIT).
     pub fn sctp(mut self, src: u16, dst: u16) -> Self {
-        self.l4 = L4::Sctp {
-            src,
-            dst,
-            vtag: 1,
-            chunk: SctpChunk::Data { tsn: 1 },
-        };
+        self.l4 = L4::Sctp { src, dst };
         self
     }
 
+    /// SCTP verification tag.
     pub fn sctp_vtag(mut self, tag: u32) -> Self {
-        if let L4::Sctp { vtag, .. } = &mut self.l4 {
-            *vtag = tag;
-        }
+        self.sctp_vtag = Some(tag);
         self
     }
 
+    /// The one SCTP chunk the packet carries.
     pub fn sctp_chunk(mut self, c: SctpChunk) -> Self {
-        if let L4::Sctp { chunk, .. } = &mut self.l4 {
-            *chunk = c;
-        }
+        self.sctp_chunk = c;
         self
     }
 
-    /// SCTP INIT (verification tag 0, as RFC 9260 requires for INIT).
+    /// SCTP INIT chunk (the verification tag defaults to 0, as RFC 9260 requires).
     pub fn sctp_init(self, initiate_tag: u32) -> Self {
-        self.sctp_vtag(0)
-            .sctp_chunk(SctpChunk::Init { initiate_tag })
+        self.sctp_chunk(SctpChunk::Init { initiate_tag })
     }
 
     /// ICMP (v4 or v6 by the IP family) echo request.
@@ -495,6 +481,9 @@ impl PacketBuilder {
 
     /// Builds the frame.
     ///
+    /// With no transport chosen, the IP payload is `payload` under next header 59 (no
+    /// next header); use `raw` to choose the number.
+    ///
     /// # Panics
     /// On a contradictory recipe: a transport without `ipv4`/`ipv6`, NDP over IPv4, a
     /// packet over 65535 bytes.
@@ -619,16 +608,8 @@ impl PacketBuilder {
             return (proto, self.payload.clone());
         }
         let mut b = match &self.l4 {
-            L4::Tcp {
-                src,
-                dst,
-                seq,
-                ack,
-                flags,
-                window,
-                options,
-            } => {
-                let mut opts = options.clone();
+            L4::Tcp { src, dst } => {
+                let mut opts = self.tcp_options.clone();
                 opts.resize(opts.len().div_ceil(4) * 4, 0);
                 let hl = 20 + opts.len();
                 let mut b = vec![0u8; hl + self.payload.len()];
@@ -637,10 +618,10 @@ impl PacketBuilder {
                 let mut p = crate::wire::TcpPacket::new_unchecked(&mut b[..]);
                 p.set_src_port(*src);
                 p.set_dst_port(*dst);
-                p.set_seq_number(*seq);
-                p.set_ack_number(*ack);
-                p.set_header_len_and_flags(hl, *flags);
-                p.set_window_len(*window);
+                p.set_seq_number(self.tcp_seq);
+                p.set_ack_number(self.tcp_ack);
+                p.set_header_len_and_flags(hl, self.tcp_flags);
+                p.set_window_len(self.tcp_window);
                 p.fill_checksum(pseudo);
                 b
             }
@@ -658,12 +639,14 @@ impl PacketBuilder {
                 }
                 b
             }
-            L4::Sctp {
-                src,
-                dst,
-                vtag,
-                chunk,
-            } => self.sctp_bytes(*src, *dst, *vtag, *chunk),
+            L4::Sctp { src, dst } => {
+                let vtag = match (self.sctp_vtag, self.sctp_chunk) {
+                    (Some(t), _) => t,
+                    (None, SctpChunk::Init { .. }) => 0,
+                    (None, _) => 1,
+                };
+                self.sctp_bytes(*src, *dst, vtag, self.sctp_chunk)
+            }
             L4::Echo {
                 request,
                 ident,
@@ -1165,6 +1148,36 @@ mod tests {
         let t = ipv6_of(&later).transport().unwrap();
         assert!(t.fragment.unwrap().is_later_fragment());
         assert_eq!(t.offset, 48);
+    }
+
+    #[test]
+    fn settings_are_order_independent() {
+        let a = PacketBuilder::new()
+            .syn()
+            .seq(9)
+            .ipv4(c4(), s4())
+            .tcp(1, 2)
+            .build();
+        let b = PacketBuilder::new()
+            .ipv4(c4(), s4())
+            .tcp(1, 2)
+            .seq(9)
+            .syn()
+            .build();
+        assert_eq!(a, b);
+        let t = TcpPacket::new_checked(&a[34..]).unwrap();
+        assert_eq!((t.flags(), t.seq_number()), (TcpFlags::SYN, 9));
+        let a = PacketBuilder::new()
+            .sctp_vtag(5)
+            .ipv4(c4(), s4())
+            .sctp(1, 2)
+            .build();
+        assert_eq!(
+            SctpPacket::new_checked(&a[34..])
+                .unwrap()
+                .verification_tag(),
+            5
+        );
     }
 
     #[test]
