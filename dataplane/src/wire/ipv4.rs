@@ -197,7 +197,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets version 4 and the header length in bytes (a multiple of 4, ≤ 60).
+    /// Sets version 4 and the header length in bytes (a multiple of 4, 20..=60).
+    /// Length setters can break what `new_checked` established: keep the value within
+    /// the buffer, or re-check the view.
     #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         self.buffer.as_mut()[field::VER_IHL] = 0x40 | ((len / 4) as u8 & 0x0f);
@@ -208,6 +210,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::DSCP_ECN] = v;
     }
 
+    /// Sets the total length (header + payload); see `set_header_len` on bounds.
     #[inline]
     pub fn set_total_len(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::LENGTH, v);

@@ -229,6 +229,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[..4].copy_from_slice(&v.to_be_bytes());
     }
 
+    /// Sets the payload length. Keep 40 + it within the buffer, or re-check the view.
     #[inline]
     pub fn set_payload_len(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::LENGTH, v);

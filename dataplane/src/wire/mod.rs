@@ -6,6 +6,42 @@
 //! read in place, setters (on `T: AsMut<[u8]>`) write in place. Nothing here allocates.
 //! `Repr` types exist only for frames built from nothing (ICMP errors, ARP and NDP
 //! replies, TCP RST, tests); they `emit` into a caller-provided buffer.
+//!
+//! Parsing and translating a frame in place (what the pipeline does per packet):
+//!
+//! ```
+//! use kubypass_dataplane::packet_builder::PacketBuilder;
+//! use kubypass_dataplane::wire::{
+//!     EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket, Error,
+//! };
+//! use std::net::Ipv4Addr;
+//!
+//! let (client, vip, pod) =
+//!     (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 19, 0, 10), Ipv4Addr::new(10, 244, 1, 5));
+//! let mut frame = PacketBuilder::new().ipv4(client, vip).tcp(40000, 80).syn().build();
+//!
+//! fn dnat(frame: &mut [u8], to: Ipv4Addr, port: u16) -> Result<(), Error> {
+//!     let eth = EthernetFrame::new_checked(&mut *frame)?;
+//!     if eth.ethertype() != EtherType::Ipv4 {
+//!         return Err(Error::Unsupported);
+//!     }
+//!     let l3 = eth.header_len();
+//!     let mut ip = Ipv4Packet::new_checked(&mut frame[l3..])?;
+//!     if ip.protocol() != IpProtocol::Tcp || ip.is_later_fragment() {
+//!         return Err(Error::Unsupported);
+//!     }
+//!     let old = ip.rewrite_dst_addr(to); // header checksum updated (RFC 1624)
+//!     ip.decrement_ttl();
+//!     let mut tcp = TcpPacket::new_checked(ip.payload_mut())?;
+//!     tcp.update_checksum_v4_addr(old, to); // pseudo-header part
+//!     tcp.rewrite_dst_port(port);
+//!     Ok(())
+//! }
+//!
+//! dnat(&mut frame, pod, 8080).unwrap();
+//! let want = PacketBuilder::new().ipv4(client, pod).ttl(63).tcp(40000, 8080).syn().build();
+//! assert_eq!(frame, want);
+//! ```
 
 pub mod arp;
 pub mod checksum;

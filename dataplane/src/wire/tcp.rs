@@ -194,6 +194,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Sets the data offset from a header length in bytes (multiple of 4, ≤ 60) and the
     /// flags, which share one word.
+    /// Length setters can break what `new_checked` established: keep the value within
+    /// the buffer, or re-check the view.
     #[inline]
     pub fn set_header_len_and_flags(&mut self, header_len: usize, flags: Flags) {
         let v = (((header_len / 4) as u16 & 0x0f) << 12) | (flags.0 & 0x01ff);

@@ -104,6 +104,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(self.buffer.as_mut(), field::DST_PORT, v);
     }
 
+    /// Sets the length field. Keep it within 8..=buffer length, or re-check the view.
     #[inline]
     pub fn set_len(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::LENGTH, v);
