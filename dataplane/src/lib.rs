@@ -8,6 +8,7 @@
 
 pub mod hash;
 pub mod maglev;
+pub mod packet_builder;
 pub mod pipeline;
 pub mod table;
 pub mod wire;
