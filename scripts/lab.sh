@@ -26,8 +26,10 @@
 #
 # Offloads: veth leaves TX checksums unfinished (CHECKSUM_PARTIAL), which af_packet hands up
 # as-is, and with TSO/GSO it hands up 64 KiB super-frames; so on cl0/be0 tx checksum, TSO,
-# GSO and (on all four ends) GRO/LRO are off. RX checksum offload is off on cl0/be0 so their
-# kernels verify every checksum the appliance writes instead of trusting veth's mark.
+# GSO and (on all four ends) GRO/LRO are off. The cl0/be0 kernels verify the checksums of
+# frames the appliance writes through af_packet (checked on Linux 6.18: a bad TCP checksum
+# is dropped and counted in TcpInCsumErrors, which the e2e suite watches); RX checksum
+# offload is off on cl0/be0 too, so no kernel may trust a frame unverified.
 # IPv6 is disabled in all three namespaces (no DAD, RS or MLD frames to confuse the appliance).
 # Server and proxy logs go to $KBP_LAB_DIR (default /tmp/kbp-lab), removed by `down`.
 set -euo pipefail

@@ -19,11 +19,16 @@ miniature, so the e2e suite can be validated without kubypass and gives a kernel
 Reverse translation and drain are conntrack's: established flows keep their backend when a
 ruleset change removes it. With --watch the manifest directory is polled every 100 ms and the
 table is replaced atomically (one `nft -f` transaction) whenever a file changes.
+With --metrics ADDR:PORT it also serves /healthz and a Prometheus /metrics whose
+kbp_lab_kernel_drops_total are the namespace's kernel IP/TCP/UDP error counters from
+/proc/net/snmp (so the e2e harness's metrics path can be exercised without kubypass).
 Needs PyYAML (Debian: python3-yaml).
 """
 
 import argparse
+import http.server
 import ipaddress
+import threading
 import os
 import subprocess
 import sys
@@ -161,6 +166,52 @@ def snapshot(directory):
         return None
 
 
+DROP_COUNTERS = {
+    "Ip": ("InHdrErrors", "InAddrErrors", "InUnknownProtos", "InDiscards", "InTruncatedPkts"),
+    "Tcp": ("InErrs", "InCsumErrors"),
+    "Udp": ("InErrors", "InCsumErrors"),
+}
+RELOADS = [0]
+
+
+def metrics_text():
+    lines = ["# TYPE kbp_lab_kernel_drops_total counter"]
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f]
+    for head, vals in zip(rows[::2], rows[1::2]):
+        proto = head[0].rstrip(":")
+        for name, val in zip(head[1:], vals[1:]):
+            if name in DROP_COUNTERS.get(proto, ()):
+                lines.append('kbp_lab_kernel_drops_total{counter="%s:%s"} %s' % (proto, name, val))
+    lines.append("# TYPE kbp_lab_reloads_total counter")
+    lines.append("kbp_lab_reloads_total %d" % RELOADS[0])
+    return "\n".join(lines) + "\n"
+
+
+class AdminHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        if self.path == "/metrics":
+            body, code = metrics_text().encode(), 200
+        elif self.path == "/healthz":
+            body, code = b"ok\n", 200
+        else:
+            body, code = b"not found\n", 404
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
+def serve_admin(listen):
+    host, _, port = listen.rpartition(":")
+    srv = http.server.ThreadingHTTPServer((host, int(port)), AdminHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifests", help="directory of Service/EndpointSlice YAML files")
@@ -168,6 +219,7 @@ def main():
     ap.add_argument("--watch", action="store_true", help="re-apply whenever a file changes")
     ap.add_argument("--print", action="store_true", help="print the ruleset, apply nothing")
     ap.add_argument("--delete", action="store_true", help="remove the table and exit")
+    ap.add_argument("--metrics", metavar="ADDR:PORT", help="serve /metrics and /healthz")
     args = ap.parse_args()
     if args.delete:
         subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
@@ -176,6 +228,8 @@ def main():
         sys.stdout.write(ruleset(load_objects(args.manifests), args.node_ip))
         return 0
     ok = apply(args.manifests, args.node_ip, True)
+    if args.metrics:
+        serve_admin(args.metrics)
     if not args.watch:
         return 0 if ok else 1
     seen = snapshot(args.manifests)
@@ -186,6 +240,7 @@ def main():
             seen = now
             try:
                 ok = apply(args.manifests, args.node_ip, True)
+                RELOADS[0] += 1
             except (OSError, yaml.YAMLError) as e:  # a half-written file: retry next change
                 sys.stderr.write("reload failed: %s\n" % e)
                 seen = None
