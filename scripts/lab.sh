@@ -162,8 +162,8 @@ up() {
     rm -f "$LAB_DIR/servers.ready"
     nsx "$NS_BACKEND" setsid "$PY" "$HERE/lab/servers.py" --ready "$LAB_DIR/servers.ready" \
         "${BACKENDS[@]}" >"$LAB_DIR/servers.log" 2>&1 </dev/null &
-    local i
-    for i in $(seq 50); do
+
+    for _ in $(seq 50); do
         [ -e "$LAB_DIR/servers.ready" ] && break
         sleep 0.1
     done
@@ -174,7 +174,7 @@ up() {
     if [ $kernel -eq 1 ]; then
         nsx "$NS_APPL" setsid "$PY" "$HERE/lab/kernel_proxy.py" --watch --node-ip 198.18.1.1 \
             "$manifests" >"$LAB_DIR/kernel-proxy.log" 2>&1 </dev/null &
-        for i in $(seq 50); do
+        for _ in $(seq 50); do
             nsx "$NS_APPL" nft list table ip kbp_lab >/dev/null 2>&1 && break
             sleep 0.1
         done
