@@ -871,7 +871,13 @@ mod tests {
     }
 
     fn reverse_of(k: &FlowKey, n: &NatTarget) -> FlowKey {
-        FlowKey::new(n.backend, k.src_ip(), n.backend_port, k.src_port, k.protocol)
+        FlowKey::new(
+            n.backend,
+            k.src_ip(),
+            n.backend_port,
+            k.src_port,
+            k.protocol,
+        )
     }
 
     const SYN: TcpFlags = TcpFlags(TcpFlags::SYN);
@@ -960,10 +966,16 @@ mod tests {
         let n = nat(2);
         let h = ct.insert(&k, n, 0).unwrap();
         let st = |ct: &mut ConnTrack, d, f, now| ct.update_tcp(h, d, f, now).unwrap();
-        assert_eq!(st(&mut ct, Direction::Forward, SYN, 0), FlowState::TcpSynSent);
+        assert_eq!(
+            st(&mut ct, Direction::Forward, SYN, 0),
+            FlowState::TcpSynSent
+        );
         // SYN_SENT lives 30 s.
         assert!(ct.lookup(&k, 29 * S).is_some());
-        assert_eq!(st(&mut ct, Direction::Reverse, SYNACK, 29 * S), FlowState::TcpSynRecv);
+        assert_eq!(
+            st(&mut ct, Direction::Reverse, SYNACK, 29 * S),
+            FlowState::TcpSynRecv
+        );
         assert_eq!(
             st(&mut ct, Direction::Forward, ACK, 30 * S),
             FlowState::TcpEstablished
@@ -1116,7 +1128,10 @@ mod tests {
         let buckets = ct.buckets.len();
         let mut admitted = 0;
         for i in 0..20_000u32 {
-            if ct.insert(&key(i, (i % 60_000) as u16, 6), nat(i), u64::from(i)).is_ok() {
+            if ct
+                .insert(&key(i, (i % 60_000) as u16, 6), nat(i), u64::from(i))
+                .is_ok()
+            {
                 admitted += 1;
             }
             assert!(ct.len() <= ct.capacity());
@@ -1143,7 +1158,10 @@ mod tests {
     #[test]
     fn zero_capacity_refuses() {
         let mut ct = ConnTrack::new(0, Timeouts::default());
-        assert_eq!(ct.insert(&key(1, 1, 6), nat(1), 0), Err(InsertError::NoRoom));
+        assert_eq!(
+            ct.insert(&key(1, 1, 6), nat(1), 0),
+            Err(InsertError::NoRoom)
+        );
         assert_eq!(ct.expire(0, 10), 0);
         assert_eq!(ct.lookup(&key(1, 1, 6), 0), None);
     }

@@ -36,7 +36,9 @@ impl FlowAddr {
     #[inline]
     pub fn to_ip(self, v6: bool) -> IpAddr {
         if v6 {
-            IpAddr::V6(Ipv6Addr::from((u128::from(self.hi) << 64) | u128::from(self.lo)))
+            IpAddr::V6(Ipv6Addr::from(
+                (u128::from(self.hi) << 64) | u128::from(self.lo),
+            ))
         } else {
             IpAddr::V4(Ipv4Addr::from(self.lo as u32))
         }
@@ -158,7 +160,11 @@ pub fn owner_worker(client_addr: IpAddr, client_port: u16, n_workers: usize) -> 
     let (h, l) = FlowAddr::from_ip(client_addr).words();
     let x = hash_words(
         OWNER_SEED,
-        &[h, l, u64::from(client_port) | (u64::from(client_addr.is_ipv6()) << 16)],
+        &[
+            h,
+            l,
+            u64::from(client_port) | (u64::from(client_addr.is_ipv6()) << 16),
+        ],
     );
     let n = n_workers.max(1) as u128;
     ((u128::from(x) * n) >> 64) as usize
@@ -218,7 +224,10 @@ mod tests {
         assert_ne!(k.table_hash(), other.table_hash());
         let c: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(client_hash(3, c), client_hash(3, c));
-        assert_ne!(client_hash(3, c), client_hash(3, "10.0.0.2".parse().unwrap()));
+        assert_ne!(
+            client_hash(3, c),
+            client_hash(3, "10.0.0.2".parse().unwrap())
+        );
     }
 
     #[test]
