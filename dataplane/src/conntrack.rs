@@ -372,16 +372,20 @@ pub struct ConnTrack {
     stats: ConnTrackStats,
 }
 
-#[inline]
-fn split_hash(h: u64) -> (u64, u32) {
-    // Low bits pick the bucket, high 32 bits are the tag (never 0: 0 marks a free way).
-    let tag = (h >> 32) as u32;
-    (h, if tag == 0 { 1 } else { tag })
+/// Where a key may live: its primary bucket, its secondary bucket (two-choice hashing:
+/// an insert goes to the primary unless it is full, so almost every lookup reads one
+/// line; when both are full one entry is moved to its own other bucket, cuckoo-style,
+/// and only when that fails too is a flow evicted), and its tag.
+#[derive(Clone, Copy)]
+struct Slot {
+    primary: usize,
+    secondary: usize,
+    tag: u32,
 }
 
 impl ConnTrack {
     /// A table for at most `capacity` flows (capped at 2³⁰), with all memory allocated now:
-    /// ~96 bytes per flow plus ~32 bytes per flow of index.
+    /// 96 bytes per flow plus 32 bytes per flow of index (rounded up to a power of two).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         let capacity = capacity.min(1 << 30);
         // Two index entries per flow, at most half the ways in use when full.
@@ -419,11 +423,57 @@ impl ConnTrack {
         self.stats
     }
 
-    /// The index bucket a key lives in. A burst can compute these for all its packets and
+    #[inline]
+    fn slot(&self, key: &FlowKey) -> Slot {
+        let h = key.table_hash();
+        let tag = (h >> 32) as u32;
+        let tag = if tag == 0 { 1 } else { tag };
+        let primary = (h as usize) & self.mask;
+        Slot {
+            primary,
+            secondary: self.other_bucket(primary, tag),
+            tag,
+        }
+    }
+
+    /// The other bucket of an entry with `tag` in bucket `b`: an involution (applied to
+    /// the secondary it gives the primary back), so an entry can be moved without its key.
+    #[inline]
+    fn other_bucket(&self, b: usize, tag: u32) -> usize {
+        let alt = (u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17) as usize;
+        (b ^ alt ^ 1) & self.mask
+    }
+
+    /// Frees a way in bucket `b` by moving one of its entries to that entry's other
+    /// bucket (one cuckoo step). Returns the freed way.
+    fn displace(&mut self, b: usize) -> Option<usize> {
+        let bucket = *self.buckets.get(b)?;
+        for w in 0..WAYS {
+            let other = self.other_bucket(b, bucket.tags[w]);
+            if other == b {
+                continue;
+            }
+            let Some(dst) = self.buckets.get_mut(other) else {
+                continue;
+            };
+            if let Some(free) = dst.tags.iter().position(|&t| t == 0) {
+                dst.tags[free] = bucket.tags[w];
+                dst.refs[free] = bucket.refs[w];
+                if let Some(src) = self.buckets.get_mut(b) {
+                    src.tags[w] = 0;
+                }
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// The primary index bucket of a key: where a lookup reads first (and, unless that
+    /// bucket overflowed, only). A burst can compute these for all its packets and
     /// [`ConnTrack::touch_bucket`] them before the first lookup, so the loads overlap.
     #[inline]
     pub fn bucket_index(&self, key: &FlowKey) -> usize {
-        (key.table_hash() as usize) & self.mask
+        self.slot(key).primary
     }
 
     /// Reads one word of a bucket (a software prefetch without `unsafe`: the load is
@@ -473,8 +523,14 @@ impl ConnTrack {
     /// Index probe without expiry.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
-        let (h, tag) = split_hash(key.table_hash());
-        let bucket = self.buckets.get((h as usize) & self.mask)?;
+        let s = self.slot(key);
+        self.find_in(s.primary, s.tag, key)
+            .or_else(|| self.find_in(s.secondary, s.tag, key))
+    }
+
+    #[inline]
+    fn find_in(&self, b: usize, tag: u32, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
+        let bucket = self.buckets.get(b)?;
         for way in 0..WAYS {
             if bucket.tags[way] != tag {
                 continue;
@@ -487,7 +543,7 @@ impl ConnTrack {
             };
             let index = r >> 1;
             if let Some(f) = self.flows.get(index as usize) {
-                if f.matches(key, dir) {
+                if f.in_use() && f.matches(key, dir) {
                     return Some((
                         FlowHandle {
                             index,
@@ -531,25 +587,12 @@ impl ConnTrack {
             self.stats.reverse_conflicts += 1;
             return Err(InsertError::ReverseConflict(h));
         }
-        let (fh, ftag) = split_hash(forward.table_hash());
-        let (rh, rtag) = split_hash(reverse.table_hash());
-        let fb = (fh as usize) & self.mask;
-        let rb = (rh as usize) & self.mask;
-        // Room in the index: two ways in one bucket, or one in each.
-        if fb == rb {
-            self.make_way(fb, 2, now);
-        } else {
-            self.make_way(fb, 1, now);
-            self.make_way(rb, 1, now);
-        }
+        let fs = self.slot(forward);
+        let rs = self.slot(&reverse);
         if self.free.is_empty() {
-            self.evict_for_slab(fb, rb, now);
+            self.evict_for_slab(fs.primary, rs.primary, now);
         }
-        let (Some(index), true, true) = (
-            self.free.pop(),
-            self.free_ways(fb) >= if fb == rb { 2 } else { 1 },
-            self.free_ways(rb) >= 1,
-        ) else {
+        let Some(index) = self.free.pop() else {
             self.stats.no_room += 1;
             return Err(InsertError::NoRoom);
         };
@@ -582,48 +625,67 @@ impl ConnTrack {
             last_seen: now,
             packets: [0; 2],
         };
-        self.put_way(fb, ftag, index << 1);
-        self.put_way(rb, rtag, (index << 1) | 1);
         self.len += 1;
+        let placed =
+            self.place(fs, index << 1, index, now) && self.place(rs, (index << 1) | 1, index, now);
+        if !placed {
+            // Not reachable while buckets hold other flows to evict; undone for totality.
+            self.unlink(index);
+            self.stats.no_room += 1;
+            return Err(InsertError::NoRoom);
+        }
         self.stats.inserted += 1;
         Ok(FlowHandle { index, epoch })
     }
 
-    fn free_ways(&self, b: usize) -> usize {
-        self.buckets
-            .get(b)
-            .map_or(0, |b| b.tags.iter().filter(|&&t| t == 0).count())
-    }
-
-    fn put_way(&mut self, b: usize, tag: u32, r: u32) {
-        if let Some(bucket) = self.buckets.get_mut(b) {
-            if let Some(way) = bucket.tags.iter().position(|&t| t == 0) {
-                bucket.tags[way] = tag;
-                bucket.refs[way] = r;
+    /// Puts index entry `r` in the key's primary bucket, else its secondary, else evicts
+    /// the flow closest to its deadline among both buckets' flows (never `new_flow`).
+    fn place(&mut self, s: Slot, r: u32, new_flow: u32, now: u64) -> bool {
+        for _ in 0..=2 * WAYS {
+            for b in [s.primary, s.secondary] {
+                if let Some(bucket) = self.buckets.get_mut(b) {
+                    if let Some(way) = bucket.tags.iter().position(|&t| t == 0) {
+                        bucket.tags[way] = s.tag;
+                        bucket.refs[way] = r;
+                        return true;
+                    }
+                }
+            }
+            // Both full: move an entry of either bucket to its other bucket, if that one
+            // has room; evict only when neither can.
+            for b in [s.primary, s.secondary] {
+                if let Some(way) = self.displace(b) {
+                    if let Some(bucket) = self.buckets.get_mut(b) {
+                        bucket.tags[way] = s.tag;
+                        bucket.refs[way] = r;
+                        return true;
+                    }
+                }
+            }
+            let mut best: Option<(u64, u32)> = None;
+            for b in [s.primary, s.secondary] {
+                let Some(bucket) = self.buckets.get(b) else {
+                    continue;
+                };
+                for w in 0..WAYS {
+                    let i = bucket.refs[w] >> 1;
+                    if bucket.tags[w] == 0 || i == new_flow {
+                        continue;
+                    }
+                    if let Some(f) = self.flows.get(i as usize) {
+                        let d = self.deadline(f);
+                        if best.map_or(true, |(bd, _)| d < bd) {
+                            best = Some((d, i));
+                        }
+                    }
+                }
+            }
+            match best {
+                Some((_, i)) => self.evict(i, now),
+                None => return false,
             }
         }
-    }
-
-    /// Evicts flows referenced from bucket `b` until it has `need` free ways.
-    fn make_way(&mut self, b: usize, need: usize, now: u64) {
-        for _ in 0..WAYS {
-            if self.free_ways(b) >= need {
-                return;
-            }
-            let Some(bucket) = self.buckets.get(b) else {
-                return;
-            };
-            let refs = bucket.refs;
-            let tags = bucket.tags;
-            let victim = (0..WAYS)
-                .filter(|&w| tags[w] != 0)
-                .map(|w| refs[w] >> 1)
-                .min_by_key(|&i| self.flows.get(i as usize).map_or(0, |f| self.deadline(f)));
-            match victim {
-                Some(i) => self.evict(i, now),
-                None => return,
-            }
-        }
+        false
     }
 
     /// Frees one slab entry: the candidate with the earliest deadline among the flows of
@@ -672,20 +734,22 @@ impl ConnTrack {
         }
     }
 
-    /// Removes the flow at slab `index` and its two index entries. False if free.
+    /// Removes the flow at slab `index` and its index entries. False if free.
     fn unlink(&mut self, index: u32) -> bool {
         let Some(f) = self.flows.get(index as usize).filter(|f| f.in_use()) else {
             return false;
         };
         let keys = [f.forward_key(), f.reverse_key()];
         for (d, key) in keys.iter().enumerate() {
-            let b = self.bucket_index(key);
+            let s = self.slot(key);
             let r = (index << 1) | d as u32;
-            if let Some(bucket) = self.buckets.get_mut(b) {
-                for w in 0..WAYS {
-                    if bucket.tags[w] != 0 && bucket.refs[w] == r {
-                        bucket.tags[w] = 0;
-                        break;
+            'buckets: for b in [s.primary, s.secondary] {
+                if let Some(bucket) = self.buckets.get_mut(b) {
+                    for w in 0..WAYS {
+                        if bucket.tags[w] != 0 && bucket.refs[w] == r {
+                            bucket.tags[w] = 0;
+                            break 'buckets;
+                        }
                     }
                 }
             }
@@ -1252,6 +1316,68 @@ mod tests {
             for (h, f) in flows {
                 prop_assert_eq!(ct.find(&f.forward_key()), Some((h, Direction::Forward)));
                 prop_assert_eq!(ct.find(&f.reverse_key()), Some((h, Direction::Reverse)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// Established-flow lookup cost with 1M flows, bursts of 32 with bucket touching.
+    /// `cargo test --release -p kubypass-dataplane conntrack_lookup_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run with --release"]
+    fn conntrack_lookup_speed() {
+        for n in [1_000u32, 1_000_000] {
+            let mut ct = ConnTrack::new(n as usize, Timeouts::default());
+            let keys: Vec<FlowKey> = (0..n)
+                .map(|i| {
+                    FlowKey::new(
+                        IpAddr::from((0x0a00_0000 + (i >> 4)).to_be_bytes()),
+                        "198.18.0.10".parse().unwrap(),
+                        1024 + (i & 15) as u16,
+                        80,
+                        6,
+                    )
+                })
+                .collect();
+            for (i, k) in keys.iter().enumerate() {
+                let nat = NatTarget {
+                    backend: IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                    backend_port: 8080,
+                    service: ServiceId(0),
+                    generation: 0,
+                };
+                ct.insert(k, nat, 0).unwrap();
+            }
+            assert_eq!(ct.len(), n as usize, "{:?}", ct.stats());
+            // Random order over the keys.
+            let order: Vec<usize> = (0..4_000_000u64)
+                .map(|i| (crate::hash::mix64(i) % u64::from(n)) as usize)
+                .collect();
+            for prefetch in [false, true] {
+                let start = std::time::Instant::now();
+                let mut found = 0u64;
+                let mut sink = 0u32;
+                for burst in order.chunks(32) {
+                    if prefetch {
+                        for &i in burst {
+                            sink ^= ct.touch_bucket(ct.bucket_index(&keys[i]));
+                        }
+                    }
+                    for &i in burst {
+                        if let Some((h, _)) = ct.lookup(&keys[i], 1) {
+                            ct.update_tcp(h, Direction::Forward, TcpFlags(TcpFlags::ACK), 1);
+                            found += 1;
+                        }
+                    }
+                }
+                let ns = start.elapsed().as_nanos() as f64 / order.len() as f64;
+                std::hint::black_box(sink);
+                assert_eq!(found, order.len() as u64);
+                eprintln!("{n} flows, touch={prefetch}: {ns:.1} ns per lookup+update");
             }
         }
     }
