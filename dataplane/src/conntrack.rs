@@ -815,13 +815,65 @@ impl ConnTrack {
         Some(f.state)
     }
 
+    /// Sends the flow to another backend (the pipeline re-steering a SYN whose backend did
+    /// not answer): the reverse key changes, the forward key stays. Fails with
+    /// `ReverseConflict` when another flow has the new reverse key, `NoRoom` for a stale
+    /// handle; on failure the flow is unchanged.
+    pub fn rebind(&mut self, h: FlowHandle, nat: NatTarget, now: u64) -> Result<(), InsertError> {
+        let Some(f) = self.flow(h) else {
+            return Err(InsertError::NoRoom);
+        };
+        let old_reverse = f.reverse_key();
+        let mut new_reverse = old_reverse;
+        new_reverse.src = FlowAddr::from_ip(nat.backend);
+        new_reverse.src_port = nat.backend_port;
+        if new_reverse == old_reverse {
+            self.set_generation(h, nat.generation);
+            return Ok(());
+        }
+        if let Some((other, _)) = self.lookup(&new_reverse, now) {
+            self.stats.reverse_conflicts += 1;
+            return Err(InsertError::ReverseConflict(other));
+        }
+        // Drop the old reverse entry, then place the new one (it may evict another flow,
+        // never this one).
+        let r = (h.index << 1) | 1;
+        let s = self.slot(&old_reverse);
+        'buckets: for b in [s.primary, s.secondary] {
+            if let Some(bucket) = self.buckets.get_mut(b) {
+                for w in 0..WAYS {
+                    if bucket.tags[w] != 0 && bucket.refs[w] == r {
+                        bucket.tags[w] = 0;
+                        break 'buckets;
+                    }
+                }
+            }
+        }
+        if let Some(f) = self.flow_mut(h) {
+            f.backend = new_reverse.src;
+            f.backend_port = nat.backend_port;
+            f.service = nat.service;
+            f.generation = nat.generation;
+        }
+        let ns = self.slot(&new_reverse);
+        if !self.place(ns, r, h.index, now) {
+            // Unreachable while the buckets hold other flows; keep the index consistent.
+            self.unlink(h.index);
+            return Err(InsertError::NoRoom);
+        }
+        Ok(())
+    }
+
     /// Records that the flow was revalidated against table `generation` (its backend is
     /// still listed, or it is a TCP flow left to drain), so the pipeline checks it again
     /// only after the next table change. False for a stale handle.
     ///
-    /// The pipeline's rule when `flow.generation() != table.generation()`: if
-    /// `table.has_backend(..)` still lists the backend, or the flow is TCP (draining),
-    /// call this; otherwise (UDP and others to a vanished backend) [`ConnTrack::remove`].
+    /// The pipeline's rule when `flow.generation() != table.generation()`: find the
+    /// service again through the flow's frontend (`table.frontend(&FrontendKey { addr:
+    /// flow.frontend(), port: flow.frontend_port(), protocol })`; a `ServiceId` is only
+    /// meaningful in the generation that issued it), then if `table.has_backend(..)`
+    /// still lists the backend, or the flow is TCP (draining), call this; otherwise (UDP
+    /// and others to a vanished backend) [`ConnTrack::remove`].
     pub fn set_generation(&mut self, h: FlowHandle, generation: u64) -> bool {
         match self.flow_mut(h) {
             Some(f) => {
@@ -1217,6 +1269,60 @@ mod tests {
             }
         }
         assert!(found > 500, "{found}");
+    }
+
+    #[test]
+    fn filling_to_capacity_evicts_nothing() {
+        let n = 50_000u32;
+        let mut ct = ConnTrack::new(n as usize, Timeouts::default());
+        for i in 0..n {
+            ct.insert(&key(0x0a00_0000 + i, 40000, 6), nat(0x0b00_0000 + i), 0)
+                .unwrap();
+        }
+        assert_eq!(ct.len(), n as usize);
+        assert_eq!(ct.stats().evicted, 0);
+        for i in (0..n).step_by(97) {
+            let k = key(0x0a00_0000 + i, 40000, 6);
+            assert!(ct.lookup(&k, 1).is_some());
+            assert!(ct
+                .lookup(&reverse_of(&k, &nat(0x0b00_0000 + i)), 1)
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn rebind_moves_the_reverse_key() {
+        let mut ct = ConnTrack::new(8, Timeouts::default());
+        let k = key(1, 1000, 6);
+        let old = nat(2);
+        let h = ct.insert(&k, old, 0).unwrap();
+        let other = ct.insert(&key(5, 1000, 6), nat(6), 0).unwrap();
+        let new = NatTarget {
+            generation: 8,
+            ..nat(3)
+        };
+        assert_eq!(ct.rebind(h, new, 1), Ok(()));
+        assert_eq!(ct.lookup(&reverse_of(&k, &old), 1), None);
+        assert_eq!(
+            ct.lookup(&reverse_of(&k, &new), 1),
+            Some((h, Direction::Reverse))
+        );
+        assert_eq!(ct.lookup(&k, 1), Some((h, Direction::Forward)));
+        assert_eq!(ct.flow(h).unwrap().generation(), 8);
+        // Client 5 port 1000 through another frontend: moving it to backend 6 would give
+        // it `other`'s reverse key.
+        let k5 = key(5, 1000, 6);
+        let mut k5b = k5;
+        k5b.dst_port = 81;
+        let h5 = ct.insert(&k5b, nat(7), 1).unwrap();
+        assert_eq!(
+            ct.rebind(h5, nat(6), 1),
+            Err(InsertError::ReverseConflict(other))
+        );
+        assert_eq!(ct.flow(h5).unwrap().backend(), nat(7).backend);
+        ct.remove(h5);
+        assert_eq!(ct.rebind(h5, nat(8), 1), Err(InsertError::NoRoom));
+        assert_eq!(ct.len(), 2);
     }
 
     #[test]
