@@ -37,7 +37,7 @@ impl FrameProcessor for PairedForwarder {
 }
 
 /// Like [`PairedForwarder`], but each frame is owned by the worker that an FNV-1a hash of
-/// its first 64 bytes names; frames received elsewhere are steered to their owner.
+/// its first 64 bytes (mixed) names; frames received elsewhere are steered to their owner.
 #[derive(Debug, Clone)]
 pub struct SteerByHashForwarder {
     me: usize,
@@ -63,7 +63,10 @@ pub fn owner_by_hash(frame: &[u8], workers: usize) -> usize {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % workers.max(1) as u64) as usize
+    // FNV-1a's low bits are weak (bit 0 is the parity of the input's bit 0s): mix the
+    // high bits down before taking the modulus.
+    let mixed = (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 32;
+    (mixed % workers.max(1) as u64) as usize
 }
 
 impl FrameProcessor for SteerByHashForwarder {
