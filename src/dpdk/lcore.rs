@@ -41,10 +41,7 @@ unsafe extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the Box<Job> leaked by `launch`, handed to this lcore only.
     let job = unsafe { Box::from_raw(arg.cast::<Job>()) };
     // A panic must not unwind into C; report it as a failed lcore instead.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(*job)) {
-        Ok(code) => code,
-        Err(_) => -1,
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(*job)).unwrap_or(-1)
 }
 
 impl LaunchedLcore {

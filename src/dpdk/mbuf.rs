@@ -58,7 +58,9 @@ impl Mbuf {
     /// frames only).
     #[inline]
     pub fn is_segmented(&self) -> bool {
-        self.raw().nb_segs != 1 || !self.raw().next.is_null()
+        // nb_segs (first cache line) says it; `next` lives on the second cache line and
+        // is null whenever nb_segs is 1, so it is not read on this per-frame path.
+        self.raw().nb_segs != 1
     }
 
     /// The port the frame was received on.
