@@ -174,6 +174,10 @@ fn ring_ports_loop_traffic_without_loss_or_leak() {
     let _g = lock();
     let out = run(&cfg, &["--tx-first", "32", "--duration", "0.5"]);
     let stdout = assert_clean_exit(&out);
+    assert!(
+        stdout.contains("kubypass: port a id=0 driver=net_ring queues=1 mac="),
+        "{stdout}"
+    );
     let w = line_kv(&stdout, "exit t=");
     assert_eq!(w["injected"], 64);
     assert!(w["rx"] > 10_000, "too little traffic: {stdout}");
@@ -254,7 +258,10 @@ fn sigterm_stops_within_a_second_with_every_mbuf_returned() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
-    assert!(first.starts_with("kubypass: running"), "{first}");
+    while !first.starts_with("kubypass: running") {
+        first.clear();
+        assert!(stdout.read_line(&mut first).unwrap() > 0, "no start line");
+    }
     std::thread::sleep(Duration::from_millis(300));
     let sent = Instant::now();
     // kill(1) sends the signal, so the test needs no unsafe libc call.

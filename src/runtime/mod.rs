@@ -256,6 +256,31 @@ where
         // Not every PMD supports promiscuous mode; forwarding works without it on vdevs.
         let _ = port.set_promiscuous(true);
         port.start().map_err(|e| perr(e.to_string()))?;
+        let mac = port.mac().map_or_else(
+            |_| "?".to_owned(),
+            |m| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            },
+        );
+        let link = port.link().map_or_else(
+            |_| "?".to_owned(),
+            |l| {
+                format!(
+                    "{} speed_mbps={}",
+                    if l.up { "up" } else { "down" },
+                    l.speed_mbps
+                )
+            },
+        );
+        println!(
+            "kubypass: port {} id={} driver={} queues={need} mac={mac} link={link}",
+            pc.name,
+            port.id(),
+            info.driver
+        );
         for ((rx, tx), slot) in pairs.into_iter().zip(queues_by_worker.iter_mut()) {
             slot.0.push(rx);
             slot.1.push(tx);
