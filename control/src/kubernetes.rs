@@ -62,7 +62,9 @@ pub struct KubeSource {
 
 impl Source for KubeSource {
     fn snapshot(&self) -> Option<Objects> {
-        if !(self.services_listed.load(Ordering::Acquire) && self.slices_listed.load(Ordering::Acquire)) {
+        if !(self.services_listed.load(Ordering::Acquire)
+            && self.slices_listed.load(Ordering::Acquire))
+        {
             return None;
         }
         Some(Objects {
@@ -80,7 +82,10 @@ impl KubeSource {
         changes: Changes,
         health: SourceHealth,
         probe_interval: Duration,
-    ) -> (KubeSource, impl std::future::Future<Output = ()> + Send + 'static) {
+    ) -> (
+        KubeSource,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let (services, services_writer) = reflector::store();
         let (slices, slices_writer) = reflector::store();
         let source = KubeSource {
@@ -95,7 +100,10 @@ impl KubeSource {
             watcher::Config::default(),
             services_writer,
             trim_service,
-            Listed { mine: both[0].clone(), other: both[1].clone() },
+            Listed {
+                mine: both[0].clone(),
+                other: both[1].clone(),
+            },
             changes.clone(),
             health.clone(),
         );
@@ -105,7 +113,10 @@ impl KubeSource {
             watcher::Config::default().labels(&format!("!{LABEL_HEADLESS}")),
             slices_writer,
             trim_slice,
-            Listed { mine: both[1].clone(), other: both[0].clone() },
+            Listed {
+                mine: both[1].clone(),
+                other: both[0].clone(),
+            },
             changes,
             health.clone(),
         );

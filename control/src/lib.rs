@@ -75,36 +75,38 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let changes = Changes::new();
-    let (source, feed): (Arc<dyn Source>, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) =
-        match config.source {
-            SourceConfig::Kubernetes {
-                config: kube_config,
+    let (source, feed): (
+        Arc<dyn Source>,
+        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) = match config.source {
+        SourceConfig::Kubernetes {
+            config: kube_config,
+            probe_interval,
+        } => {
+            let client = match kube_config {
+                Some(c) => kubernetes::client(c),
+                None => kubernetes::infer_client().await,
+            }
+            .map_err(Error::Kubernetes)?;
+            let (source, feed) = kubernetes::KubeSource::new(
+                client,
+                changes.clone(),
+                health.clone(),
                 probe_interval,
-            } => {
-                let client = match kube_config {
-                    Some(c) => kubernetes::client(c),
-                    None => kubernetes::infer_client().await,
-                }
-                .map_err(Error::Kubernetes)?;
-                let (source, feed) = kubernetes::KubeSource::new(
-                    client,
-                    changes.clone(),
-                    health.clone(),
-                    probe_interval,
-                );
-                (Arc::new(source), Box::pin(feed))
-            }
-            SourceConfig::Manifests {
-                paths,
-                poll_interval,
-            } => {
-                let source = Arc::new(manifests::ManifestSource::new(paths));
-                let feed = source
-                    .clone()
-                    .watch(poll_interval, changes.clone(), health.clone());
-                (source, Box::pin(feed))
-            }
-        };
+            );
+            (Arc::new(source), Box::pin(feed))
+        }
+        SourceConfig::Manifests {
+            paths,
+            poll_interval,
+        } => {
+            let source = Arc::new(manifests::ManifestSource::new(paths));
+            let feed = source
+                .clone()
+                .watch(poll_interval, changes.clone(), health.clone());
+            (source, Box::pin(feed))
+        }
+    };
     let publish = publish_changes(source, changes, config.settings, config.debounce, publisher);
     tokio::select! {
         () = shutdown => Ok(()),
@@ -135,7 +137,12 @@ pub async fn publish_changes(
         let settings = settings.clone();
         let (translation, build_time) = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let t = translate(&objects.services, &objects.slices, &settings, Some(&previous));
+            let t = translate(
+                &objects.services,
+                &objects.slices,
+                &settings,
+                Some(&previous),
+            );
             (t, start.elapsed())
         })
         .await
@@ -160,5 +167,10 @@ pub async fn publish_changes(
 /// and tests): every file must parse.
 pub fn load_manifests(paths: &[PathBuf], settings: &ProxySettings) -> Result<Translation> {
     let objects = manifests::load(paths).map_err(Error::Manifests)?;
-    Ok(translate(&objects.services, &objects.slices, settings, None))
+    Ok(translate(
+        &objects.services,
+        &objects.slices,
+        settings,
+        None,
+    ))
 }

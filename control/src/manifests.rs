@@ -108,7 +108,8 @@ fn add_value(
     };
     match kind.as_str() {
         "Service" => {
-            let s: Service = serde_yaml::from_value(value).map_err(|e| object_error("Service", e))?;
+            let s: Service =
+                serde_yaml::from_value(value).map_err(|e| object_error("Service", e))?;
             out.services.push(Arc::new(s));
         }
         "EndpointSlice" => {
@@ -130,7 +131,11 @@ fn add_value(
                 if let (Some(k), serde_yaml::Value::Mapping(m)) = (implied, &mut v) {
                     if !m.contains_key("kind") {
                         m.insert("kind".into(), k.into());
-                        let api = if k == "Service" { "v1" } else { "discovery.k8s.io/v1" };
+                        let api = if k == "Service" {
+                            "v1"
+                        } else {
+                            "discovery.k8s.io/v1"
+                        };
                         m.entry("apiVersion".into()).or_insert(api.into());
                     }
                 }
@@ -328,7 +333,12 @@ impl ManifestSource {
     }
 
     /// Polls every `interval` until dropped, marking `changes` when the objects change.
-    pub async fn watch(self: Arc<Self>, interval: Duration, changes: Changes, health: SourceHealth) {
+    pub async fn watch(
+        self: Arc<Self>,
+        interval: Duration,
+        changes: Changes,
+        health: SourceHealth,
+    ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -424,7 +434,10 @@ metadata: {name: ignored}
         let bad = "kind: Service\napiVersion: v1\nmetadata: {name: a}\n---\nkind: Service\napiVersion: v1\nspec: {ports: [{port: notanumber}]}\n";
         let e = parse(bad, Path::new("/etc/k/bad.yaml")).unwrap_err();
         let msg = error_chain(&e);
-        assert!(msg.starts_with("/etc/k/bad.yaml: document 2: Service"), "{msg}");
+        assert!(
+            msg.starts_with("/etc/k/bad.yaml: document 2: Service"),
+            "{msg}"
+        );
         let e = parse("a: [unclosed", Path::new("y.yaml")).unwrap_err();
         assert!(matches!(e, Error::Yaml { document: 1, .. }), "{e:?}");
     }

@@ -195,8 +195,7 @@ impl TableCache {
 mod tests {
     use super::*;
     use kubypass_dataplane::table::{
-        Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction,
-        ServiceSpec,
+        Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction, ServiceSpec,
     };
     use std::sync::atomic::AtomicBool;
 
@@ -244,13 +243,12 @@ mod tests {
             && t.services().iter().enumerate().all(|(i, s)| {
                 s.usable_backends().len() == 1
                     && s.usable_backends()[0].port == port
-                    && t
-                        .frontend(&FrontendKey {
-                            addr: [198, 18, 0, i as u8 + 1].into(),
-                            port,
-                            protocol: L4Protocol::Tcp,
-                        })
-                        .is_some()
+                    && t.frontend(&FrontendKey {
+                        addr: [198, 18, 0, i as u8 + 1].into(),
+                        port,
+                        protocol: L4Protocol::Tcp,
+                    })
+                    .is_some()
             })
     }
 
@@ -262,7 +260,10 @@ mod tests {
             .unwrap();
         assert!(matches!(
             p.publish(table(2), None, Duration::ZERO),
-            Err(Error::StaleGeneration { offered: 2, current: 2 })
+            Err(Error::StaleGeneration {
+                offered: 2,
+                current: 2
+            })
         ));
         let m = p.metrics();
         assert_eq!(m.generation, 2);

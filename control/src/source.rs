@@ -213,7 +213,10 @@ mod tests {
         let s = h.snapshot();
         assert!(!s.in_sync);
         assert_eq!(s.last_error.as_deref(), Some("connection refused"));
-        assert!(h.is_healthy(Duration::from_secs(60)), "within the grace period");
+        assert!(
+            h.is_healthy(Duration::from_secs(60)),
+            "within the grace period"
+        );
         assert!(!h.is_healthy(Duration::ZERO), "past the grace period");
         h.ok();
         assert!(h.snapshot().in_sync);
