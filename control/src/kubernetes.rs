@@ -37,8 +37,23 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How often a failing source probes the API server.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How the watchers run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchOptions {
+    /// How often a failing source probes the API server (default 1 s).
+    pub probe_interval: Duration,
+    /// Objects per page of a list (default 500, as kube-runtime's).
+    pub page_size: u32,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            probe_interval: Duration::from_secs(1),
+            page_size: 500,
+        }
+    }
+}
 
 /// A client from kubeconfig or the in-cluster service account.
 pub async fn infer_client() -> Result<Client> {
@@ -81,7 +96,7 @@ impl KubeSource {
         client: Client,
         changes: Changes,
         health: SourceHealth,
-        probe_interval: Duration,
+        options: &WatchOptions,
     ) -> (
         KubeSource,
         impl std::future::Future<Output = ()> + Send + 'static,
@@ -97,7 +112,7 @@ impl KubeSource {
         let both = [source.services_listed.clone(), source.slices_listed.clone()];
         let svc = reflect(
             Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(options.page_size),
             services_writer,
             trim_service,
             Listed {
@@ -110,7 +125,9 @@ impl KubeSource {
         let eps = reflect(
             Api::<EndpointSlice>::all(client.clone()),
             // Headless Services' slices are never proxied: do not hold them.
-            watcher::Config::default().labels(&format!("!{LABEL_HEADLESS}")),
+            watcher::Config::default()
+                .page_size(options.page_size)
+                .labels(&format!("!{LABEL_HEADLESS}")),
             slices_writer,
             trim_slice,
             Listed {
@@ -120,7 +137,7 @@ impl KubeSource {
             changes,
             health.clone(),
         );
-        let probe = probe(client, health, probe_interval);
+        let probe = probe(client, health, options.probe_interval);
         let run = async move {
             tokio::join!(svc, eps, probe);
         };

@@ -46,8 +46,7 @@ pub enum SourceConfig {
     /// The Kubernetes API; `None` infers the configuration (kubeconfig, then in-cluster).
     Kubernetes {
         config: Option<kube::Config>,
-        /// How often a failing source probes the API server.
-        probe_interval: Duration,
+        options: kubernetes::WatchOptions,
     },
     /// Manifest files and directories, checked every `poll_interval`.
     Manifests {
@@ -81,19 +80,15 @@ pub async fn run(
     ) = match config.source {
         SourceConfig::Kubernetes {
             config: kube_config,
-            probe_interval,
+            options,
         } => {
             let client = match kube_config {
                 Some(c) => kubernetes::client(c),
                 None => kubernetes::infer_client().await,
             }
             .map_err(Error::Kubernetes)?;
-            let (source, feed) = kubernetes::KubeSource::new(
-                client,
-                changes.clone(),
-                health.clone(),
-                probe_interval,
-            );
+            let (source, feed) =
+                kubernetes::KubeSource::new(client, changes.clone(), health.clone(), &options);
             (Arc::new(source), Box::pin(feed))
         }
         SourceConfig::Manifests {
