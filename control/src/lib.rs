@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use publish::{PublishMetrics, Publisher, Report, TableCache, TableReader};
 pub use source::{Changes, HealthSnapshot, Objects, Source, SourceHealth};
-pub use translate::{translate, ProxySettings, Translation};
+pub use translate::{translate, ProxySettings, Translation, Translator};
 
 /// Why the control plane stopped or could not load.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ pub async fn publish_changes(
     debounce: Duration,
     publisher: Publisher,
 ) -> Result<()> {
-    let settings = Arc::new(settings);
+    let mut translator = Some(translate::Translator::new(settings));
     loop {
         changes.wait().await;
         tokio::time::sleep(debounce).await;
@@ -129,19 +129,17 @@ pub async fn publish_changes(
             continue; // Not synced yet: keep the current table.
         };
         let previous = publisher.current();
-        let settings = settings.clone();
-        let (translation, build_time) = tokio::task::spawn_blocking(move || {
+        let Some(mut t) = translator.take() else {
+            return Ok(()); // A build panicked earlier (reported then).
+        };
+        let (translation, build_time, t) = tokio::task::spawn_blocking(move || {
             let start = Instant::now();
-            let t = translate(
-                &objects.services,
-                &objects.slices,
-                &settings,
-                Some(&previous),
-            );
-            (t, start.elapsed())
+            let translation = t.translate(&objects.services, &objects.slices, Some(&previous));
+            (translation, start.elapsed(), t)
         })
         .await
         .map_err(Error::Build)?;
+        translator = Some(t);
         for w in &translation.warnings {
             tracing::warn!(%w, "object skipped");
         }

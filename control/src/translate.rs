@@ -34,12 +34,13 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kubypass_dataplane::table::{
-    usable_backends, Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol,
-    NoBackendAction, Scheduler, ServiceId, ServiceSpec, ServiceTable, ServiceTableBuilder,
+    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
+    ServiceId, ServiceSpec, ServiceTable,
 };
 
 /// Label naming the proxy that should handle a Service.
@@ -127,8 +128,8 @@ pub struct PoolStatus {
     pub name: String,
     pub id: ServiceId,
     pub frontends: Vec<(FrontendKey, FrontendKind)>,
-    /// Every endpoint given to the pool, with its conditions.
-    pub backends: Vec<Backend>,
+    /// How many endpoints the pool lists (its `ServiceSpec` in the table has them all).
+    pub backends: usize,
     /// How many of them new flows may use.
     pub usable: usize,
     pub no_backend: NoBackendAction,
@@ -150,7 +151,8 @@ impl fmt::Display for Warning {
 
 /// Translates `services` and `slices` into a table whose generation follows `previous`'s
 /// (1 without one), reusing `previous`'s Maglev tables for unchanged pools. Never fails: a
-/// bad object skips only its port or Service, with a warning.
+/// bad object skips only its port or Service, with a warning. (The publication loop uses
+/// [`Translator`], which also skips re-translating unchanged Services.)
 pub fn translate<S, E>(
     services: &[S],
     slices: &[E],
@@ -161,17 +163,107 @@ where
     S: Borrow<Service>,
     E: Borrow<EndpointSlice>,
 {
-    let generation = previous.map_or(1, |p| p.generation().wrapping_add(1));
-    let mut builder = ServiceTable::builder()
-        .generation(generation)
-        .seed(settings.seed)
-        .scheduler(settings.scheduler);
-    let mut warnings = Vec::new();
+    let index = index_slices(slices);
+    let plans: Vec<ServicePlan> = sorted(services)
+        .into_iter()
+        .map(|svc| {
+            let joined: Vec<&EndpointSlice> = slices_of(&index, svc.borrow())
+                .iter()
+                .map(|e| (*e).borrow())
+                .collect();
+            plan_service(svc.borrow(), &joined, settings)
+        })
+        .collect();
+    assemble(plans.iter(), settings, previous)
+}
 
-    // Slices by (namespace, service name), in slice-name order so merging is deterministic.
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for slice in slices {
-        let slice = slice.borrow();
+/// Translation with memory: a Service whose object and EndpointSlices are the same
+/// allocations as last time (as reflector stores and the manifest source hand them out)
+/// is not translated again, so one changed endpoint costs one Service's translation plus
+/// the table build.
+#[derive(Debug)]
+pub struct Translator {
+    settings: ProxySettings,
+    /// Keyed by the address of the Service object, which the entry keeps alive.
+    cache: HashMap<usize, CacheEntry>,
+    pass: u64,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    service: Arc<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+    plan: ServicePlan,
+    pass: u64,
+}
+
+impl Translator {
+    pub fn new(settings: ProxySettings) -> Self {
+        Translator {
+            settings,
+            cache: HashMap::new(),
+            pass: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// As [`translate`], reusing the previous call's work for unchanged Services.
+    pub fn translate(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        previous: Option<&ServiceTable>,
+    ) -> Translation {
+        self.pass += 1;
+        let pass = self.pass;
+        let index = index_slices(slices);
+        let ordered = sorted(services);
+        let mut keys = Vec::with_capacity(ordered.len());
+        for svc in ordered {
+            let key = Arc::as_ptr(svc) as usize;
+            let joined = slices_of(&index, svc);
+            let fresh = self.cache.get(&key).is_some_and(|e| {
+                e.slices.len() == joined.len()
+                    && e.slices.iter().zip(joined).all(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            if fresh {
+                if let Some(e) = self.cache.get_mut(&key) {
+                    e.pass = pass;
+                }
+            } else {
+                let refs: Vec<&EndpointSlice> = joined.iter().map(|e| &***e).collect();
+                let plan = plan_service(svc, &refs, &self.settings);
+                self.cache.insert(
+                    key,
+                    CacheEntry {
+                        service: svc.clone(),
+                        slices: joined.iter().map(|e| (*e).clone()).collect(),
+                        plan,
+                        pass,
+                    },
+                );
+            }
+            keys.push(key);
+        }
+        self.cache.retain(|_, e| e.pass == pass);
+        let cache = &self.cache;
+        assemble(
+            keys.iter().filter_map(|k| cache.get(k)).map(|e| &e.plan),
+            &self.settings,
+            previous,
+        )
+    }
+}
+
+/// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
+/// is deterministic. Headless Services' slices and unlabelled slices are left out.
+fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str), Vec<&E>> {
+    let mut by_service: HashMap<(&str, &str), Vec<&E>> = HashMap::new();
+    for e in slices {
+        let slice = e.borrow();
         let labels = slice.metadata.labels.as_ref();
         if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
             continue;
@@ -180,47 +272,135 @@ where
             continue;
         };
         let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-        by_service
-            .entry((ns, svc.as_str()))
-            .or_default()
-            .push(slice);
+        by_service.entry((ns, svc.as_str())).or_default().push(e);
     }
     for list in by_service.values_mut() {
-        list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        list.sort_by(|a, b| {
+            let (a, b): (&EndpointSlice, &EndpointSlice) = ((*a).borrow(), (*b).borrow());
+            a.metadata.name.cmp(&b.metadata.name)
+        });
     }
+    by_service
+}
 
-    let mut ordered: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
+fn slices_of<'i, 'k, 'a, E: Borrow<EndpointSlice>>(
+    index: &'i HashMap<(&'k str, &'k str), Vec<&'a E>>,
+    svc: &'k Service,
+) -> &'i [&'a E] {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    index.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Services in namespace/name order: the order frontends are claimed in.
+fn sorted<S: Borrow<Service>>(services: &[S]) -> Vec<&S> {
+    let mut ordered: Vec<&S> = services.iter().collect();
     ordered.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+        let (a, b): (&Service, &Service) = ((*a).borrow(), (*b).borrow());
+        let (a, b) = (&a.metadata, &b.metadata);
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
+    ordered
+}
 
-    let mut status = Vec::with_capacity(ordered.len());
-    for svc in ordered {
-        let namespace = svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let slices = by_service
-            .get(&(namespace.as_str(), name.as_str()))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let mut ctx = ServiceContext {
-            object: format!("Service {namespace}/{name}"),
-            namespace: &namespace,
-            name: &name,
-            settings,
-            warnings: &mut warnings,
+/// What translating one Service gives, before it is placed in a table.
+#[derive(Clone, Debug)]
+struct ServicePlan {
+    namespace: String,
+    name: String,
+    planned: Planned,
+    warnings: Vec<Warning>,
+}
+
+#[derive(Clone, Debug)]
+enum Planned {
+    Served(Vec<PoolPlan>),
+    Ignored(IgnoreReason),
+}
+
+/// One backend pool of a Service, with the frontends that lead to it.
+#[derive(Clone, Debug)]
+struct PoolPlan {
+    spec: ServiceSpec,
+    frontends: Vec<(FrontendKey, FrontendKind, Vec<IpCidr>)>,
+    usable: usize,
+}
+
+fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettings) -> ServicePlan {
+    let namespace = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let mut ctx = ServiceContext {
+        object: format!("Service {namespace}/{name}"),
+        namespace: &namespace,
+        name: &name,
+        settings,
+        warnings: Vec::new(),
+    };
+    let planned = ctx.plan(svc, slices);
+    let warnings = ctx.warnings;
+    ServicePlan {
+        namespace,
+        name,
+        planned,
+        warnings,
+    }
+}
+
+/// Places the plans, in order, in one table. A frontend claimed twice goes to the first
+/// Service that claims it; the others get a warning.
+fn assemble<'a>(
+    plans: impl Iterator<Item = &'a ServicePlan>,
+    settings: &ProxySettings,
+    previous: Option<&ServiceTable>,
+) -> Translation {
+    let generation = previous.map_or(1, |p| p.generation().wrapping_add(1));
+    let mut builder = ServiceTable::builder()
+        .generation(generation)
+        .seed(settings.seed)
+        .scheduler(settings.scheduler);
+    let mut warnings = Vec::new();
+    let mut status = Vec::new();
+    for plan in plans {
+        warnings.extend(plan.warnings.iter().cloned());
+        let outcome = match &plan.planned {
+            Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
+            Planned::Served(pools) => Outcome::Served(
+                pools
+                    .iter()
+                    .map(|pool| {
+                        let id = builder.add_service(pool.spec.clone());
+                        let mut frontends = Vec::with_capacity(pool.frontends.len());
+                        for (key, kind, ranges) in &pool.frontends {
+                            match builder.add_frontend(*key, *kind, id, ranges.clone()) {
+                                Ok(()) => frontends.push((*key, *kind)),
+                                Err(e) => warnings.push(Warning {
+                                    object: format!("Service {}/{}", plan.namespace, plan.name),
+                                    message: format!("{e}; frontend skipped"),
+                                }),
+                            }
+                        }
+                        PoolStatus {
+                            name: pool.spec.name.clone(),
+                            id,
+                            frontends,
+                            backends: pool.spec.backends.len(),
+                            usable: pool.usable,
+                            no_backend: pool.spec.no_backend,
+                        }
+                    })
+                    .collect(),
+            ),
         };
-        let outcome = ctx.translate(svc, slices, &mut builder);
         status.push(ServiceStatus {
-            namespace,
-            name,
+            namespace: plan.namespace.clone(),
+            name: plan.name.clone(),
             outcome,
         });
     }
-
     Translation {
         table: builder.build_reusing(previous),
         status,
@@ -258,7 +438,7 @@ struct ServiceContext<'a> {
     namespace: &'a str,
     name: &'a str,
     settings: &'a ProxySettings,
-    warnings: &'a mut Vec<Warning>,
+    warnings: Vec<Warning>,
 }
 
 /// The backends a Service port of one family reaches, before pools are made.
@@ -286,27 +466,22 @@ impl ServiceContext<'_> {
         });
     }
 
-    fn translate(
-        &mut self,
-        svc: &Service,
-        slices: &[&EndpointSlice],
-        builder: &mut ServiceTableBuilder,
-    ) -> Outcome {
+    fn plan(&mut self, svc: &Service, slices: &[&EndpointSlice]) -> Planned {
         let labels = svc.metadata.labels.as_ref();
         if let Some(owner) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
             if self.settings.proxy_name.as_deref() != Some(owner.as_str()) {
-                return Outcome::Ignored(IgnoreReason::OtherProxy(owner.clone()));
+                return Planned::Ignored(IgnoreReason::OtherProxy(owner.clone()));
             }
         }
         if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
-            return Outcome::Ignored(IgnoreReason::Headless);
+            return Planned::Ignored(IgnoreReason::Headless);
         }
         let Some(spec) = svc.spec.as_ref() else {
             return self.invalid("no spec");
         };
         let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
         match svc_type {
-            "ExternalName" => return Outcome::Ignored(IgnoreReason::ExternalName),
+            "ExternalName" => return Planned::Ignored(IgnoreReason::ExternalName),
             "ClusterIP" | "NodePort" | "LoadBalancer" => {}
             other => return self.invalid(format!("unknown type {other:?}")),
         }
@@ -321,7 +496,7 @@ impl ServiceContext<'_> {
                 .iter()
                 .any(|s| s.is_empty() || s.eq_ignore_ascii_case("None"))
         {
-            return Outcome::Ignored(IgnoreReason::Headless);
+            return Planned::Ignored(IgnoreReason::Headless);
         }
         let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
         for s in cluster_ip_strings {
@@ -415,7 +590,7 @@ impl ServiceContext<'_> {
             let port_name = port.name.as_deref().unwrap_or("");
             for (&family, &cluster_ip) in &cluster_ips {
                 let endpoints = self.endpoints(slices, family, port_name, protocol);
-                let any_usable = !usable_backends(&endpoints.all).is_empty();
+                let any_usable = usable_count(&endpoints.all) > 0;
                 let base = format!(
                     "{}/{}:{}/{}",
                     self.namespace,
@@ -429,10 +604,7 @@ impl ServiceContext<'_> {
                 );
                 let mut cluster_pool: Option<usize> = None;
                 let mut local_pool: Option<usize> = None;
-                let mut pool_for = |local: bool,
-                                    pools: &mut Vec<PoolStatus>,
-                                    builder: &mut ServiceTableBuilder|
-                 -> usize {
+                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
                     let slot = if local {
                         &mut local_pool
                     } else {
@@ -453,21 +625,17 @@ impl ServiceContext<'_> {
                     } else {
                         (base.clone(), endpoints.all.clone(), NoBackendAction::Reject)
                     };
-                    let usable = usable_backends(&backends).len();
-                    let id = builder.add_service(ServiceSpec {
-                        name: name.clone(),
-                        protocol,
-                        backends: backends.clone(),
-                        affinity_timeout_secs: affinity,
-                        no_backend,
-                    });
-                    pools.push(PoolStatus {
-                        name,
-                        id,
+                    let usable = usable_count(&backends);
+                    pools.push(PoolPlan {
+                        spec: ServiceSpec {
+                            name,
+                            protocol,
+                            backends,
+                            affinity_timeout_secs: affinity,
+                            no_backend,
+                        },
                         frontends: Vec::new(),
-                        backends,
                         usable,
-                        no_backend,
                     });
                     *slot = Some(pools.len() - 1);
                     pools.len() - 1
@@ -517,26 +685,25 @@ impl ServiceContext<'_> {
                     }
                 }
                 for (addr, fport, kind, local, ranges) in frontends {
-                    let i = pool_for(local, &mut pools, builder);
+                    let i = pool_for(local, &mut pools);
                     let key = FrontendKey {
                         addr,
                         port: fport,
                         protocol,
                     };
-                    match builder.add_frontend(key, kind, pools[i].id, ranges) {
-                        Ok(()) => pools[i].frontends.push((key, kind)),
-                        Err(e) => self.warn(format!("{e}; frontend skipped")),
+                    if let Some(pool) = pools.get_mut(i) {
+                        pool.frontends.push((key, kind, ranges));
                     }
                 }
             }
         }
-        Outcome::Served(pools)
+        Planned::Served(pools)
     }
 
-    fn invalid(&mut self, why: impl Into<String>) -> Outcome {
+    fn invalid(&mut self, why: impl Into<String>) -> Planned {
         let why = why.into();
         self.warn(format!("{why}; Service skipped"));
-        Outcome::Ignored(IgnoreReason::Invalid(why))
+        Planned::Ignored(IgnoreReason::Invalid(why))
     }
 
     fn parse_addrs(&mut self, addrs: &[String], what: &str) -> Vec<IpAddr> {
@@ -682,6 +849,19 @@ impl ServiceContext<'_> {
             }
         }
     }
+}
+
+/// How many of `backends` (already de-duplicated) new flows may use: the ready ones, or
+/// when none is ready the serving and terminating ones (the table's rule).
+fn usable_count(backends: &[Backend]) -> usize {
+    let ready = backends.iter().filter(|b| b.conditions.ready).count();
+    if ready > 0 {
+        return ready;
+    }
+    backends
+        .iter()
+        .filter(|b| b.conditions.serving && b.conditions.terminating)
+        .count()
 }
 
 /// A Service or EndpointSlice port protocol; unset means TCP.
@@ -923,6 +1103,22 @@ mod tests {
                     (*k, b, *a)
                 });
                 assert_eq!(got, want, "{}: frontend {fe}", case.rule);
+            }
+            for st in &t.status {
+                if let Outcome::Served(pools) = &st.outcome {
+                    for p in pools {
+                        let svc = t.table.service(p.id).unwrap();
+                        assert_eq!(svc.name(), p.name);
+                        assert_eq!(
+                            p.usable,
+                            svc.usable_backends().len(),
+                            "{}: {}",
+                            case.rule,
+                            p.name
+                        );
+                        assert_eq!(p.backends, svc.spec().backends.len());
+                    }
+                }
             }
             for (name, reason) in &case.ignored {
                 let st = t.status.iter().find(|s| s.name == *name).unwrap();
@@ -1374,7 +1570,11 @@ mod tests {
         let Outcome::Served(pools) = &t.status[0].outcome else {
             panic!()
         };
-        assert_eq!(pools[0].backends.len(), 1, "duplicates merged");
+        assert_eq!(pools[0].backends, 1, "duplicates merged");
+        assert_eq!(
+            t.table.service(pools[0].id).unwrap().spec().backends.len(),
+            1
+        );
     }
 
     #[test]
@@ -1786,5 +1986,105 @@ mod tests {
             maglev(&one.table, "198.18.0.11:80/TCP"),
             maglev(&two.table, "198.18.0.11:80/TCP")
         ));
+    }
+}
+
+#[cfg(test)]
+mod translator_tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceSpec as K8sServiceSpec;
+    use k8s_openapi::api::discovery::v1::EndpointPort;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(name: &str, ip: &str) -> Arc<Service> {
+        Arc::new(Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(K8sServiceSpec {
+                cluster_ips: Some(vec![ip.into()]),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn slice(svc: &str, addr: &str) -> Arc<EndpointSlice> {
+        Arc::new(EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(format!("{svc}-1")),
+                labels: Some([(LABEL_SERVICE_NAME.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            ports: Some(vec![EndpointPort {
+                port: Some(8080),
+                ..Default::default()
+            }]),
+            endpoints: vec![Endpoint {
+                addresses: vec![addr.into()],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn backends(t: &Translation) -> Vec<(String, Vec<Backend>)> {
+        t.table
+            .services()
+            .iter()
+            .map(|s| (s.name().to_string(), s.spec().backends.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn translator_matches_translate_and_replans_only_changed_services() {
+        let settings = ProxySettings::default();
+        let services = vec![svc("a", "198.18.0.10"), svc("b", "198.18.0.11")];
+        let mut slices = vec![slice("a", "10.0.0.1"), slice("b", "10.0.0.2")];
+        let mut tr = Translator::new(settings.clone());
+        let one = tr.translate(&services, &slices, None);
+        assert_eq!(
+            backends(&one),
+            backends(&translate(&services, &slices, &settings, None))
+        );
+        assert_eq!(
+            one.status,
+            translate(&services, &slices, &settings, None).status
+        );
+
+        // Same allocations: served from the cache (the plan kept is the same one).
+        let cached_a = tr
+            .cache
+            .get(&(Arc::as_ptr(&services[0]) as usize))
+            .map(|e| &e.plan as *const _);
+        let again = tr.translate(&services, &slices, Some(&one.table));
+        assert_eq!(backends(&again), backends(&one));
+        assert_eq!(
+            cached_a,
+            tr.cache
+                .get(&(Arc::as_ptr(&services[0]) as usize))
+                .map(|e| &e.plan as *const _)
+        );
+
+        // One slice replaced: only its Service changes.
+        slices[1] = slice("b", "10.0.0.3");
+        let two = tr.translate(&services, &slices, Some(&again.table));
+        assert_eq!(
+            backends(&two),
+            backends(&translate(&services, &slices, &settings, None))
+        );
+        assert_eq!(two.table.generation(), 3);
+
+        // A Service removed leaves the cache.
+        let two_services = tr.translate(&services[..1], &slices, Some(&two.table));
+        assert_eq!(two_services.table.services().len(), 1);
+        assert_eq!(tr.cache.len(), 1);
     }
 }
