@@ -1,4 +1,169 @@
 //! kubypass control plane: turns Kubernetes Services and EndpointSlices (from the API
 //! server or from manifest files) into the dataplane's `ServiceTable`, and publishes each
 //! new table to the workers with one lock-free pointer swap.
+//!
+//! The appliance calls [`run`] with a [`Publisher`] whose [`TableReader`]s it hands to
+//! the workers; `kubypass replay` calls [`load_manifests`].
 #![forbid(unsafe_code)]
+
+pub mod kubernetes;
+pub mod manifests;
+pub mod publish;
+pub mod source;
+pub mod translate;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use publish::{PublishMetrics, Publisher, Report, TableCache, TableReader};
+pub use source::{Changes, HealthSnapshot, Objects, Source, SourceHealth};
+pub use translate::{translate, ProxySettings, Translation, Translator};
+
+/// Why the control plane stopped or could not load.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes source")]
+    Kubernetes(#[source] kubernetes::Error),
+    #[error("loading manifests")]
+    Manifests(#[source] manifests::Error),
+    #[error("building a table")]
+    Build(#[source] tokio::task::JoinError),
+    #[error("publishing a table")]
+    Publish(#[source] publish::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Default time the publication loop waits after a change before building, so a burst
+/// of changes becomes one table.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// Where objects come from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// The Kubernetes API; `None` infers the configuration (kubeconfig, then in-cluster).
+    Kubernetes {
+        config: Option<kube::Config>,
+        options: kubernetes::WatchOptions,
+    },
+    /// Manifest files and directories, checked every `poll_interval`.
+    Manifests {
+        paths: Vec<PathBuf>,
+        poll_interval: Duration,
+    },
+}
+
+/// Everything [`run`] needs besides its handles.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub source: SourceConfig,
+    pub settings: ProxySettings,
+    /// See [`DEFAULT_DEBOUNCE`].
+    pub debounce: Duration,
+}
+
+/// Runs the control plane until `shutdown` completes: watches the source, and on every
+/// burst of changes translates, builds (reusing unchanged Maglev tables) and publishes a
+/// new table through `publisher`. `health` tracks the source for `/healthz`.
+pub async fn run(
+    config: ControlConfig,
+    publisher: Publisher,
+    health: SourceHealth,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let changes = Changes::new();
+    let (source, feed): (
+        Arc<dyn Source>,
+        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) = match config.source {
+        SourceConfig::Kubernetes {
+            config: kube_config,
+            options,
+        } => {
+            let client = match kube_config {
+                Some(c) => kubernetes::client(c),
+                None => kubernetes::infer_client().await,
+            }
+            .map_err(Error::Kubernetes)?;
+            let (source, feed) =
+                kubernetes::KubeSource::new(client, changes.clone(), health.clone(), &options);
+            (Arc::new(source), Box::pin(feed))
+        }
+        SourceConfig::Manifests {
+            paths,
+            poll_interval,
+        } => {
+            let source = Arc::new(manifests::ManifestSource::new(paths));
+            let feed = source
+                .clone()
+                .watch(poll_interval, changes.clone(), health.clone());
+            (source, Box::pin(feed))
+        }
+    };
+    let publish = publish_changes(source, changes, config.settings, config.debounce, publisher);
+    tokio::select! {
+        () = shutdown => Ok(()),
+        () = feed => Ok(()),
+        r = publish => r,
+    }
+}
+
+/// The publication loop: waits for a change, lets the burst settle for `debounce`
+/// (measured from the first change, so a steady stream of changes still publishes every
+/// `debounce`), then builds and publishes one table with everything seen so far.
+pub async fn publish_changes(
+    source: Arc<dyn Source>,
+    changes: Changes,
+    settings: ProxySettings,
+    debounce: Duration,
+    publisher: Publisher,
+) -> Result<()> {
+    let mut translator = Some(translate::Translator::new(settings));
+    loop {
+        changes.wait().await;
+        tokio::time::sleep(debounce).await;
+        let changed_at = changes.take();
+        let Some(objects) = source.snapshot() else {
+            continue; // Not synced yet: keep the current table.
+        };
+        let previous = publisher.current();
+        let Some(mut t) = translator.take() else {
+            return Ok(()); // A build panicked earlier (reported then).
+        };
+        let (translation, build_time, t) = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let translation = t.translate(&objects.services, &objects.slices, Some(&previous));
+            (translation, start.elapsed(), t)
+        })
+        .await
+        .map_err(Error::Build)?;
+        translator = Some(t);
+        for w in &translation.warnings {
+            tracing::warn!(%w, "object skipped");
+        }
+        let generation = translation.table.generation();
+        tracing::debug!(generation, ?build_time, "table built");
+        publisher
+            .publish(translation.table, changed_at, build_time)
+            .map_err(Error::Publish)?;
+        publisher.set_report(Report {
+            generation,
+            status: translation.status,
+            warnings: translation.warnings,
+        });
+    }
+}
+
+/// Loads manifest files and directories once and translates them (for `kubypass replay`
+/// and tests): every file must parse.
+pub fn load_manifests(paths: &[PathBuf], settings: &ProxySettings) -> Result<Translation> {
+    let objects = manifests::load(paths).map_err(Error::Manifests)?;
+    Ok(translate(
+        &objects.services,
+        &objects.slices,
+        settings,
+        None,
+    ))
+}

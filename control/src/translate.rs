@@ -1,0 +1,2090 @@
+//! Translation: Kubernetes Services and EndpointSlices → the dataplane's [`ServiceTable`],
+//! with kube-proxy's semantics. Pure: no I/O, no clock; the same objects and settings give
+//! the same table.
+//!
+//! One dataplane service (backend pool) is one Service port of one IP family
+//! (`namespace/name:port/IPv4`). When a `Local` traffic policy gives the internal or the
+//! external frontends a different backend set, a second pool named `…/local` carries the
+//! endpoints on this node.
+//!
+//! Rules followed (kube-proxy's, see each test in this module):
+//! - Services of type ExternalName, headless Services (`clusterIP: None`, or no cluster
+//!   IP) and Services labelled `service.kubernetes.io/headless` are not proxied; nor are
+//!   Services whose `service.kubernetes.io/service-proxy-name` names another proxy.
+//! - Frontends: `spec.clusterIPs` (or `spec.clusterIP`) × ports; `spec.externalIPs`;
+//!   `status.loadBalancer.ingress[].ip` (type LoadBalancer, except `ipMode: Proxy`); node
+//!   addresses × `nodePort` (types NodePort and LoadBalancer). A family is served only
+//!   when the Service has a cluster IP of that family.
+//! - Endpoints: EndpointSlices joined by `kubernetes.io/service-name` in the same
+//!   namespace and of the family's `addressType`; the slice port with the Service port's
+//!   name and protocol gives the target port (so named `targetPort`s resolve); the first
+//!   address of each endpoint; duplicates across slices merged, a ready copy preferred.
+//! - Conditions as the EndpointConditions API documents them: `ready` unset → true,
+//!   `serving` unset → the value of `ready`, `terminating` unset → false. (kube-proxy's
+//!   code reads an unset `serving` as true; the two differ only for a not-ready
+//!   terminating endpoint that leaves `serving` unset, which we do not use.)
+//! - `sessionAffinity: ClientIP` with `timeoutSeconds` (default 10800).
+//! - `externalTrafficPolicy: Local` (types NodePort and LoadBalancer) for node ports, load
+//!   balancer IPs and external IPs, `internalTrafficPolicy: Local` for cluster IPs: only
+//!   endpoints whose `nodeName` is this node; a service port with usable endpoints but
+//!   none here drops, one with no usable endpoint at all rejects.
+//! - `loadBalancerSourceRanges` restrict the load balancer frontends.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use kubypass_dataplane::table::{
+    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
+    ServiceId, ServiceSpec, ServiceTable,
+};
+
+/// Label naming the proxy that should handle a Service.
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+/// Label the endpoint controllers put on headless Services' EndpointSlices.
+pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+/// Label joining an EndpointSlice to its Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` when unset (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_SECS: u32 = 10_800;
+/// Largest affinity timeout the API accepts (one day).
+pub const MAX_AFFINITY_TIMEOUT_SECS: u32 = 86_400;
+
+/// This appliance as translation sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Addresses node ports are captured on.
+    pub node_addresses: Vec<IpAddr>,
+    /// This node's name: endpoints with this `nodeName` are local for `Local` policies.
+    pub node_name: Option<String>,
+    /// This node's zone (kept for topology-aware routing; not used by the rules yet).
+    pub zone: Option<String>,
+    /// Our `service.kubernetes.io/service-proxy-name`: Services labelled with it are ours,
+    /// as are unlabelled ones; Services labelled with any other name are not.
+    pub proxy_name: Option<String>,
+    /// Seed of every flow and backend hash in the table.
+    pub seed: u64,
+    pub scheduler: Scheduler,
+}
+
+/// The outcome of [`translate`].
+#[derive(Debug)]
+pub struct Translation {
+    pub table: ServiceTable,
+    /// One entry per Service given, in namespace/name order.
+    pub status: Vec<ServiceStatus>,
+    /// What was skipped and why; each names the object.
+    pub warnings: Vec<Warning>,
+}
+
+/// What became of one Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceStatus {
+    pub namespace: String,
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+/// Whether a Service is proxied, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Proxied: one entry per backend pool built for it.
+    Served(Vec<PoolStatus>),
+    /// Not proxied, and why.
+    Ignored(IgnoreReason),
+}
+
+/// Why a Service is not proxied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IgnoreReason {
+    ExternalName,
+    /// `clusterIP: None`, no cluster IP, or the `service.kubernetes.io/headless` label.
+    Headless,
+    /// Labelled for another proxy.
+    OtherProxy(String),
+    /// The object is unusable; the message says why (also in the warnings).
+    Invalid(String),
+}
+
+impl fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IgnoreReason::ExternalName => f.write_str("type ExternalName is not proxied"),
+            IgnoreReason::Headless => f.write_str("headless Services are not proxied"),
+            IgnoreReason::OtherProxy(p) => write!(f, "handled by proxy {p:?}"),
+            IgnoreReason::Invalid(why) => write!(f, "invalid: {why}"),
+        }
+    }
+}
+
+/// One backend pool of a served Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The pool's name in the table, such as `default/web:http/IPv4/local`.
+    pub name: String,
+    pub id: ServiceId,
+    pub frontends: Vec<(FrontendKey, FrontendKind)>,
+    /// How many endpoints the pool lists (its `ServiceSpec` in the table has them all).
+    pub backends: usize,
+    /// How many of them new flows may use.
+    pub usable: usize,
+    pub no_backend: NoBackendAction,
+}
+
+/// Something translation skipped, naming the object it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// `Service ns/name` or `EndpointSlice ns/name`.
+    pub object: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// Translates `services` and `slices` into a table whose generation follows `previous`'s
+/// (1 without one), reusing `previous`'s Maglev tables for unchanged pools. Never fails: a
+/// bad object skips only its port or Service, with a warning. (The publication loop uses
+/// [`Translator`], which also skips re-translating unchanged Services.)
+pub fn translate<S, E>(
+    services: &[S],
+    slices: &[E],
+    settings: &ProxySettings,
+    previous: Option<&ServiceTable>,
+) -> Translation
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+{
+    let index = index_slices(slices);
+    let plans: Vec<ServicePlan> = sorted(services)
+        .into_iter()
+        .map(|svc| {
+            let joined: Vec<&EndpointSlice> = slices_of(&index, svc.borrow())
+                .iter()
+                .map(|e| (*e).borrow())
+                .collect();
+            plan_service(svc.borrow(), &joined, settings)
+        })
+        .collect();
+    assemble(plans.iter(), settings, previous)
+}
+
+/// Translation with memory: a Service whose object and EndpointSlices are the same
+/// allocations as last time (as reflector stores and the manifest source hand them out)
+/// is not translated again, so one changed endpoint costs one Service's translation plus
+/// the table build.
+#[derive(Debug)]
+pub struct Translator {
+    settings: ProxySettings,
+    /// Keyed by the address of the Service object, which the entry keeps alive.
+    cache: HashMap<usize, CacheEntry>,
+    pass: u64,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    service: Arc<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+    plan: ServicePlan,
+    pass: u64,
+}
+
+impl Translator {
+    pub fn new(settings: ProxySettings) -> Self {
+        Translator {
+            settings,
+            cache: HashMap::new(),
+            pass: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// As [`translate`], reusing the previous call's work for unchanged Services.
+    pub fn translate(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        previous: Option<&ServiceTable>,
+    ) -> Translation {
+        self.pass += 1;
+        let pass = self.pass;
+        let index = index_slices(slices);
+        let ordered = sorted(services);
+        let mut keys = Vec::with_capacity(ordered.len());
+        for svc in ordered {
+            let key = Arc::as_ptr(svc) as usize;
+            let joined = slices_of(&index, svc);
+            let fresh = self.cache.get(&key).is_some_and(|e| {
+                e.slices.len() == joined.len()
+                    && e.slices.iter().zip(joined).all(|(a, b)| Arc::ptr_eq(a, b))
+            });
+            if fresh {
+                if let Some(e) = self.cache.get_mut(&key) {
+                    e.pass = pass;
+                }
+            } else {
+                let refs: Vec<&EndpointSlice> = joined.iter().map(|e| &***e).collect();
+                let plan = plan_service(svc, &refs, &self.settings);
+                self.cache.insert(
+                    key,
+                    CacheEntry {
+                        service: svc.clone(),
+                        slices: joined.iter().map(|e| (*e).clone()).collect(),
+                        plan,
+                        pass,
+                    },
+                );
+            }
+            keys.push(key);
+        }
+        self.cache.retain(|_, e| e.pass == pass);
+        let cache = &self.cache;
+        assemble(
+            keys.iter().filter_map(|k| cache.get(k)).map(|e| &e.plan),
+            &self.settings,
+            previous,
+        )
+    }
+}
+
+/// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
+/// is deterministic. Headless Services' slices and unlabelled slices are left out.
+fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str), Vec<&E>> {
+    let mut by_service: HashMap<(&str, &str), Vec<&E>> = HashMap::new();
+    for e in slices {
+        let slice = e.borrow();
+        let labels = slice.metadata.labels.as_ref();
+        if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
+            continue;
+        }
+        let Some(svc) = labels.and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+            continue;
+        };
+        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+        by_service.entry((ns, svc.as_str())).or_default().push(e);
+    }
+    for list in by_service.values_mut() {
+        list.sort_by(|a, b| {
+            let (a, b): (&EndpointSlice, &EndpointSlice) = ((*a).borrow(), (*b).borrow());
+            a.metadata.name.cmp(&b.metadata.name)
+        });
+    }
+    by_service
+}
+
+fn slices_of<'i, 'k, 'a, E: Borrow<EndpointSlice>>(
+    index: &'i HashMap<(&'k str, &'k str), Vec<&'a E>>,
+    svc: &'k Service,
+) -> &'i [&'a E] {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    index.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Services in namespace/name order: the order frontends are claimed in.
+fn sorted<S: Borrow<Service>>(services: &[S]) -> Vec<&S> {
+    let mut ordered: Vec<&S> = services.iter().collect();
+    ordered.sort_by(|a, b| {
+        let (a, b): (&Service, &Service) = ((*a).borrow(), (*b).borrow());
+        let (a, b) = (&a.metadata, &b.metadata);
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+    });
+    ordered
+}
+
+/// What translating one Service gives, before it is placed in a table.
+#[derive(Clone, Debug)]
+struct ServicePlan {
+    namespace: String,
+    name: String,
+    planned: Planned,
+    warnings: Vec<Warning>,
+}
+
+#[derive(Clone, Debug)]
+enum Planned {
+    Served(Vec<PoolPlan>),
+    Ignored(IgnoreReason),
+}
+
+/// One backend pool of a Service, with the frontends that lead to it.
+#[derive(Clone, Debug)]
+struct PoolPlan {
+    spec: ServiceSpec,
+    frontends: Vec<(FrontendKey, FrontendKind, Vec<IpCidr>)>,
+    usable: usize,
+}
+
+fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettings) -> ServicePlan {
+    let namespace = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let mut ctx = ServiceContext {
+        object: format!("Service {namespace}/{name}"),
+        namespace: &namespace,
+        name: &name,
+        settings,
+        warnings: Vec::new(),
+    };
+    let planned = ctx.plan(svc, slices);
+    let warnings = ctx.warnings;
+    ServicePlan {
+        namespace,
+        name,
+        planned,
+        warnings,
+    }
+}
+
+/// Places the plans, in order, in one table. A frontend claimed twice goes to the first
+/// Service that claims it; the others get a warning.
+fn assemble<'a>(
+    plans: impl Iterator<Item = &'a ServicePlan>,
+    settings: &ProxySettings,
+    previous: Option<&ServiceTable>,
+) -> Translation {
+    let generation = previous.map_or(1, |p| p.generation().wrapping_add(1));
+    let mut builder = ServiceTable::builder()
+        .generation(generation)
+        .seed(settings.seed)
+        .scheduler(settings.scheduler);
+    let mut warnings = Vec::new();
+    let mut status = Vec::new();
+    for plan in plans {
+        warnings.extend(plan.warnings.iter().cloned());
+        let outcome = match &plan.planned {
+            Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
+            Planned::Served(pools) => Outcome::Served(
+                pools
+                    .iter()
+                    .map(|pool| {
+                        let id = builder.add_service(pool.spec.clone());
+                        let mut frontends = Vec::with_capacity(pool.frontends.len());
+                        for (key, kind, ranges) in &pool.frontends {
+                            match builder.add_frontend(*key, *kind, id, ranges.clone()) {
+                                Ok(()) => frontends.push((*key, *kind)),
+                                Err(e) => warnings.push(Warning {
+                                    object: format!("Service {}/{}", plan.namespace, plan.name),
+                                    message: format!("{e}; frontend skipped"),
+                                }),
+                            }
+                        }
+                        PoolStatus {
+                            name: pool.spec.name.clone(),
+                            id,
+                            frontends,
+                            backends: pool.spec.backends.len(),
+                            usable: pool.usable,
+                            no_backend: pool.spec.no_backend,
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        status.push(ServiceStatus {
+            namespace: plan.namespace.clone(),
+            name: plan.name.clone(),
+            outcome,
+        });
+    }
+    Translation {
+        table: builder.build_reusing(previous),
+        status,
+        warnings,
+    }
+}
+
+/// The IP families a table distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(addr: IpAddr) -> Family {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    fn address_type(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// Translation state for one Service.
+struct ServiceContext<'a> {
+    object: String,
+    namespace: &'a str,
+    name: &'a str,
+    settings: &'a ProxySettings,
+    warnings: Vec<Warning>,
+}
+
+/// The backends a Service port of one family reaches, before pools are made.
+struct PortEndpoints {
+    all: Vec<Backend>,
+    local: Vec<Backend>,
+}
+
+impl ServiceContext<'_> {
+    fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            object: self.object.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn warn_slice(&mut self, slice: &EndpointSlice, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            object: format!(
+                "EndpointSlice {}/{}",
+                self.namespace,
+                slice.metadata.name.as_deref().unwrap_or("")
+            ),
+            message: message.into(),
+        });
+    }
+
+    fn plan(&mut self, svc: &Service, slices: &[&EndpointSlice]) -> Planned {
+        let labels = svc.metadata.labels.as_ref();
+        if let Some(owner) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
+            if self.settings.proxy_name.as_deref() != Some(owner.as_str()) {
+                return Planned::Ignored(IgnoreReason::OtherProxy(owner.clone()));
+            }
+        }
+        if labels.is_some_and(|l| l.contains_key(LABEL_HEADLESS)) {
+            return Planned::Ignored(IgnoreReason::Headless);
+        }
+        let Some(spec) = svc.spec.as_ref() else {
+            return self.invalid("no spec");
+        };
+        let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+        match svc_type {
+            "ExternalName" => return Planned::Ignored(IgnoreReason::ExternalName),
+            "ClusterIP" | "NodePort" | "LoadBalancer" => {}
+            other => return self.invalid(format!("unknown type {other:?}")),
+        }
+
+        // Cluster IPs: their families are the families this Service is served in.
+        let cluster_ip_strings: Vec<&str> = match spec.cluster_ips.as_deref() {
+            Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+            _ => spec.cluster_ip.as_deref().into_iter().collect(),
+        };
+        if cluster_ip_strings.is_empty()
+            || cluster_ip_strings
+                .iter()
+                .any(|s| s.is_empty() || s.eq_ignore_ascii_case("None"))
+        {
+            return Planned::Ignored(IgnoreReason::Headless);
+        }
+        let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
+        for s in cluster_ip_strings {
+            match s.parse::<IpAddr>() {
+                Ok(ip) => {
+                    cluster_ips.entry(Family::of(ip)).or_insert(ip);
+                }
+                Err(_) => self.warn(format!("cluster IP {s:?} is not an IP address; skipped")),
+            }
+        }
+        if cluster_ips.is_empty() {
+            return self.invalid("no valid cluster IP");
+        }
+
+        let affinity = match spec.session_affinity.as_deref() {
+            Some("ClientIP") => {
+                let t = spec
+                    .session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds);
+                match t {
+                    None => Some(DEFAULT_AFFINITY_TIMEOUT_SECS),
+                    Some(t) if (1..=MAX_AFFINITY_TIMEOUT_SECS as i32).contains(&t) => {
+                        Some(t as u32)
+                    }
+                    Some(t) => {
+                        return self.invalid(format!(
+                            "affinity timeoutSeconds {t} out of range 1..=86400"
+                        ))
+                    }
+                }
+            }
+            None | Some("None") => None,
+            Some(other) => return self.invalid(format!("unknown sessionAffinity {other:?}")),
+        };
+
+        let external_ips =
+            self.parse_addrs(spec.external_ips.as_deref().unwrap_or(&[]), "external IP");
+        let lb_ips: Vec<IpAddr> = if svc_type == "LoadBalancer" {
+            let ingress = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_deref())
+                .unwrap_or(&[]);
+            let ips: Vec<String> = ingress
+                .iter()
+                // ipMode Proxy: the load balancer proxies, traffic does not arrive for this IP.
+                .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+                .filter_map(|i| i.ip.clone())
+                .collect();
+            self.parse_addrs(&ips, "load balancer IP")
+        } else {
+            Vec::new()
+        };
+        let source_ranges: Option<Vec<IpCidr>> = if svc_type == "LoadBalancer" {
+            let mut ranges = Vec::new();
+            let mut ok = true;
+            for r in spec.load_balancer_source_ranges.as_deref().unwrap_or(&[]) {
+                match r.parse::<IpCidr>() {
+                    Ok(c) => ranges.push(c),
+                    Err(e) => {
+                        self.warn(format!("{e}; load balancer frontends skipped"));
+                        ok = false;
+                    }
+                }
+            }
+            // A bad range must not widen access: without all ranges, no LB frontend.
+            ok.then_some(ranges)
+        } else {
+            Some(Vec::new())
+        };
+        let node_ports_apply = svc_type == "NodePort" || svc_type == "LoadBalancer";
+        let external_local =
+            node_ports_apply && spec.external_traffic_policy.as_deref() == Some("Local");
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        for addr in external_ips.iter().chain(&lb_ips) {
+            if !cluster_ips.contains_key(&Family::of(*addr)) {
+                self.warn(format!(
+                    "{addr} is not of a family in clusterIPs; not captured"
+                ));
+            }
+        }
+
+        let mut pools = Vec::new();
+        for port in spec.ports.as_deref().unwrap_or(&[]) {
+            let Some((protocol, port_num, node_port)) = self.check_port(port) else {
+                continue;
+            };
+            let port_name = port.name.as_deref().unwrap_or("");
+            for (&family, &cluster_ip) in &cluster_ips {
+                let endpoints = self.endpoints(slices, family, port_name, protocol);
+                let any_usable = usable_count(&endpoints.all) > 0;
+                let base = format!(
+                    "{}/{}:{}/{}",
+                    self.namespace,
+                    self.name,
+                    if port_name.is_empty() {
+                        port_num.to_string()
+                    } else {
+                        port_name.to_string()
+                    },
+                    family.address_type()
+                );
+                let mut cluster_pool: Option<usize> = None;
+                let mut local_pool: Option<usize> = None;
+                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
+                    let slot = if local {
+                        &mut local_pool
+                    } else {
+                        &mut cluster_pool
+                    };
+                    if let Some(i) = *slot {
+                        return i;
+                    }
+                    let (name, backends, no_backend) = if local {
+                        // Endpoints exist elsewhere but none here: drop (kube-proxy's
+                        // "has no local endpoints"); none anywhere: reject.
+                        let action = if any_usable {
+                            NoBackendAction::Drop
+                        } else {
+                            NoBackendAction::Reject
+                        };
+                        (format!("{base}/local"), endpoints.local.clone(), action)
+                    } else {
+                        (base.clone(), endpoints.all.clone(), NoBackendAction::Reject)
+                    };
+                    let usable = usable_count(&backends);
+                    pools.push(PoolPlan {
+                        spec: ServiceSpec {
+                            name,
+                            protocol,
+                            backends,
+                            affinity_timeout_secs: affinity,
+                            no_backend,
+                        },
+                        frontends: Vec::new(),
+                        usable,
+                    });
+                    *slot = Some(pools.len() - 1);
+                    pools.len() - 1
+                };
+
+                let mut frontends: Vec<(IpAddr, u16, FrontendKind, bool, Vec<IpCidr>)> = vec![(
+                    cluster_ip,
+                    port_num,
+                    FrontendKind::ClusterIp,
+                    internal_local,
+                    Vec::new(),
+                )];
+                for &ip in external_ips.iter().filter(|a| Family::of(**a) == family) {
+                    frontends.push((
+                        ip,
+                        port_num,
+                        FrontendKind::ExternalIp,
+                        external_local,
+                        Vec::new(),
+                    ));
+                }
+                if let Some(ranges) = &source_ranges {
+                    for &ip in lb_ips.iter().filter(|a| Family::of(**a) == family) {
+                        frontends.push((
+                            ip,
+                            port_num,
+                            FrontendKind::LoadBalancer,
+                            external_local,
+                            ranges.clone(),
+                        ));
+                    }
+                }
+                if let Some(np) = node_port.filter(|_| node_ports_apply) {
+                    for &ip in self
+                        .settings
+                        .node_addresses
+                        .iter()
+                        .filter(|a| Family::of(**a) == family)
+                    {
+                        frontends.push((
+                            ip,
+                            np,
+                            FrontendKind::NodePort,
+                            external_local,
+                            Vec::new(),
+                        ));
+                    }
+                }
+                for (addr, fport, kind, local, ranges) in frontends {
+                    let i = pool_for(local, &mut pools);
+                    let key = FrontendKey {
+                        addr,
+                        port: fport,
+                        protocol,
+                    };
+                    if let Some(pool) = pools.get_mut(i) {
+                        pool.frontends.push((key, kind, ranges));
+                    }
+                }
+            }
+        }
+        Planned::Served(pools)
+    }
+
+    fn invalid(&mut self, why: impl Into<String>) -> Planned {
+        let why = why.into();
+        self.warn(format!("{why}; Service skipped"));
+        Planned::Ignored(IgnoreReason::Invalid(why))
+    }
+
+    fn parse_addrs(&mut self, addrs: &[String], what: &str) -> Vec<IpAddr> {
+        let mut out = Vec::with_capacity(addrs.len());
+        for s in addrs {
+            match s.parse::<IpAddr>() {
+                Ok(ip) => out.push(ip),
+                Err(_) => self.warn(format!("{what} {s:?} is not an IP address; skipped")),
+            }
+        }
+        out
+    }
+
+    /// Protocol, port and node port of a Service port, or `None` (with a warning) when
+    /// the port is unusable.
+    fn check_port(&mut self, port: &ServicePort) -> Option<(L4Protocol, u16, Option<u16>)> {
+        let label = port
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| port.port.to_string());
+        let Some(protocol) = parse_protocol(port.protocol.as_deref()) else {
+            self.warn(format!(
+                "port {label}: unknown protocol {:?}; port skipped",
+                port.protocol.as_deref().unwrap_or("")
+            ));
+            return None;
+        };
+        let Some(num) = valid_port(port.port) else {
+            self.warn(format!(
+                "port {label}: port {} out of range; port skipped",
+                port.port
+            ));
+            return None;
+        };
+        let node_port = match port.node_port {
+            None | Some(0) => None,
+            Some(n) => match valid_port(n) {
+                Some(n) => Some(n),
+                None => {
+                    self.warn(format!(
+                        "port {label}: nodePort {n} out of range; port skipped"
+                    ));
+                    return None;
+                }
+            },
+        };
+        Some((protocol, num, node_port))
+    }
+
+    /// Endpoints of the family for a Service port, merged across slices.
+    fn endpoints(
+        &mut self,
+        slices: &[&EndpointSlice],
+        family: Family,
+        port_name: &str,
+        protocol: L4Protocol,
+    ) -> PortEndpoints {
+        // Keyed by (address, port): a ready copy of a duplicate wins.
+        let mut merged: BTreeMap<(IpAddr, u16), (Backend, bool)> = BTreeMap::new();
+        for slice in slices {
+            if slice.address_type != family.address_type() {
+                continue;
+            }
+            let Some(target) = self.slice_port(slice, port_name, protocol) else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                let Some(addr) = self.endpoint_addr(slice, ep, family) else {
+                    continue;
+                };
+                let backend = Backend {
+                    addr,
+                    port: target,
+                    weight: 1,
+                    conditions: resolve_conditions(ep),
+                };
+                let local = self.settings.node_name.is_some()
+                    && ep.node_name.as_deref() == self.settings.node_name.as_deref();
+                let entry = merged.entry((addr, target)).or_insert((backend, local));
+                if backend.conditions.ready && !entry.0.conditions.ready {
+                    *entry = (backend, local);
+                }
+            }
+        }
+        let mut all = Vec::with_capacity(merged.len());
+        let mut local = Vec::new();
+        for (backend, is_local) in merged.into_values() {
+            all.push(backend);
+            if is_local {
+                local.push(backend);
+            }
+        }
+        PortEndpoints { all, local }
+    }
+
+    /// The target port a slice gives for a Service port (matched by name and protocol).
+    fn slice_port(
+        &mut self,
+        slice: &EndpointSlice,
+        port_name: &str,
+        protocol: L4Protocol,
+    ) -> Option<u16> {
+        let port = slice.ports.as_deref().unwrap_or(&[]).iter().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name
+                && parse_protocol(p.protocol.as_deref()) == Some(protocol)
+        })?;
+        match port.port.and_then(valid_port) {
+            Some(n) => Some(n),
+            None => {
+                self.warn_slice(
+                    slice,
+                    format!("port {port_name:?} has no valid number; its endpoints skipped"),
+                );
+                None
+            }
+        }
+    }
+
+    fn endpoint_addr(
+        &mut self,
+        slice: &EndpointSlice,
+        ep: &Endpoint,
+        family: Family,
+    ) -> Option<IpAddr> {
+        // kube-proxy uses the first address: the others are interchangeable.
+        let first = ep.addresses.first()?;
+        match first.parse::<IpAddr>() {
+            Ok(a) if Family::of(a) == family => Some(a),
+            Ok(a) => {
+                self.warn_slice(
+                    slice,
+                    format!("endpoint {a} is not {}; skipped", family.address_type()),
+                );
+                None
+            }
+            Err(_) => {
+                self.warn_slice(
+                    slice,
+                    format!("endpoint address {first:?} is not an IP address; skipped"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// How many of `backends` (already de-duplicated) new flows may use: the ready ones, or
+/// when none is ready the serving and terminating ones (the table's rule).
+fn usable_count(backends: &[Backend]) -> usize {
+    let ready = backends.iter().filter(|b| b.conditions.ready).count();
+    if ready > 0 {
+        return ready;
+    }
+    backends
+        .iter()
+        .filter(|b| b.conditions.serving && b.conditions.terminating)
+        .count()
+}
+
+/// A Service or EndpointSlice port protocol; unset means TCP.
+fn parse_protocol(p: Option<&str>) -> Option<L4Protocol> {
+    match p.unwrap_or("TCP") {
+        "TCP" => Some(L4Protocol::Tcp),
+        "UDP" => Some(L4Protocol::Udp),
+        "SCTP" => Some(L4Protocol::Sctp),
+        _ => None,
+    }
+}
+
+fn valid_port(n: i32) -> Option<u16> {
+    u16::try_from(n).ok().filter(|&p| p != 0)
+}
+
+/// An endpoint's conditions with unset ones resolved as the API documents:
+/// `ready` → true, `serving` → `ready`, `terminating` → false.
+pub fn resolve_conditions(ep: &Endpoint) -> Conditions {
+    let c = ep.conditions.as_ref();
+    let ready = c.and_then(|c| c.ready).unwrap_or(true);
+    Conditions {
+        ready,
+        serving: c.and_then(|c| c.serving).unwrap_or(ready),
+        terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One table-driven test per kube-proxy rule; objects built from `..Default::default()`.
+
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, ServiceSpec as K8sServiceSpec,
+        ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
+    };
+    use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::net::SocketAddr;
+
+    const NODE_V4: &str = "198.18.1.1";
+    const NODE_V6: &str = "2001:db8:1::1";
+
+    fn settings() -> ProxySettings {
+        ProxySettings {
+            node_addresses: vec![NODE_V4.parse().unwrap(), NODE_V6.parse().unwrap()],
+            node_name: Some("node-a".into()),
+            ..Default::default()
+        }
+    }
+
+    fn meta(ns: &str, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            labels: (!labels.is_empty()).then(|| {
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn port(name: &str, protocol: &str, port: i32) -> ServicePort {
+        ServicePort {
+            name: (!name.is_empty()).then(|| name.into()),
+            protocol: Some(protocol.into()),
+            port,
+            ..Default::default()
+        }
+    }
+
+    /// A ClusterIP Service `default/<name>` with one cluster IP and one TCP port 80 "http".
+    fn svc(name: &str, cluster_ip: &str) -> Service {
+        Service {
+            metadata: meta("default", name, &[]),
+            spec: Some(K8sServiceSpec {
+                cluster_ip: Some(cluster_ip.into()),
+                cluster_ips: Some(vec![cluster_ip.into()]),
+                ports: Some(vec![port("http", "TCP", 80)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with(mut s: Service, f: impl FnOnce(&mut K8sServiceSpec)) -> Service {
+        f(s.spec.as_mut().unwrap());
+        s
+    }
+
+    fn lb(s: Service, ingress: &[(&str, Option<&str>)]) -> Service {
+        let mut s = with(s, |sp| sp.type_ = Some("LoadBalancer".into()));
+        s.status = Some(K8sServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(
+                    ingress
+                        .iter()
+                        .map(|(ip, mode)| LoadBalancerIngress {
+                            ip: Some(ip.to_string()),
+                            ip_mode: mode.map(str::to_string),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+            }),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn ep(addr: &str) -> Endpoint {
+        Endpoint {
+            addresses: vec![addr.into()],
+            ..Default::default()
+        }
+    }
+
+    fn ep_on(addr: &str, node: &str) -> Endpoint {
+        Endpoint {
+            node_name: Some(node.into()),
+            ..ep(addr)
+        }
+    }
+
+    fn ep_cond(
+        addr: &str,
+        ready: Option<bool>,
+        serving: Option<bool>,
+        terminating: Option<bool>,
+    ) -> Endpoint {
+        Endpoint {
+            conditions: Some(EndpointConditions {
+                ready,
+                serving,
+                terminating,
+            }),
+            ..ep(addr)
+        }
+    }
+
+    /// A slice of Service `default/<svc>` with ports (name, number) over TCP.
+    fn slice(
+        name: &str,
+        svc: &str,
+        family: &str,
+        ports: &[(&str, i32)],
+        endpoints: Vec<Endpoint>,
+    ) -> EndpointSlice {
+        EndpointSlice {
+            metadata: meta("default", name, &[(LABEL_SERVICE_NAME, svc)]),
+            address_type: family.into(),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| EndpointPort {
+                        name: (!n.is_empty()).then(|| n.to_string()),
+                        port: Some(*p),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            endpoints,
+        }
+    }
+
+    fn http_slice(svc: &str, addrs: &[&str]) -> EndpointSlice {
+        slice(
+            &format!("{svc}-1"),
+            svc,
+            "IPv4",
+            &[("http", 8080)],
+            addrs.iter().map(|a| ep(a)).collect(),
+        )
+    }
+
+    /// What a frontend must lead to: its kind, the usable backends (`addr:port`), the
+    /// no-backend action.
+    type Leads = Option<(FrontendKind, Vec<&'static str>, NoBackendAction)>;
+
+    struct Case {
+        rule: &'static str,
+        services: Vec<Service>,
+        slices: Vec<EndpointSlice>,
+        settings: ProxySettings,
+        /// `addr:port/PROTO` → what it leads to (`None`: not captured).
+        frontends: Vec<(&'static str, Leads)>,
+        /// Service name → why it is ignored.
+        ignored: Vec<(&'static str, IgnoreReason)>,
+        /// Substrings each of which some warning must contain.
+        warnings: Vec<&'static str>,
+    }
+
+    impl Default for Case {
+        fn default() -> Self {
+            Case {
+                rule: "",
+                services: vec![],
+                slices: vec![],
+                settings: settings(),
+                frontends: vec![],
+                ignored: vec![],
+                warnings: vec![],
+            }
+        }
+    }
+
+    fn key(s: &str) -> FrontendKey {
+        let (sock, proto) = s.split_once('/').unwrap();
+        let sock: SocketAddr = sock.parse().unwrap();
+        FrontendKey {
+            addr: sock.ip(),
+            port: sock.port(),
+            protocol: parse_protocol(Some(proto)).unwrap(),
+        }
+    }
+
+    fn check(cases: Vec<Case>) {
+        for case in cases {
+            let t = translate(&case.services, &case.slices, &case.settings, None);
+            for (fe, leads) in &case.frontends {
+                let got = t.table.frontend(&key(fe)).map(|f| {
+                    let s = t.table.service(f.service).unwrap();
+                    let mut b: Vec<String> = s
+                        .usable_backends()
+                        .iter()
+                        .map(|b| SocketAddr::new(b.addr, b.port).to_string())
+                        .collect();
+                    b.sort();
+                    (f.kind, b, s.no_backend())
+                });
+                let want = leads.as_ref().map(|(k, b, a)| {
+                    let mut b: Vec<String> = b.iter().map(|s| s.to_string()).collect();
+                    b.sort();
+                    (*k, b, *a)
+                });
+                assert_eq!(got, want, "{}: frontend {fe}", case.rule);
+            }
+            for st in &t.status {
+                if let Outcome::Served(pools) = &st.outcome {
+                    for p in pools {
+                        let svc = t.table.service(p.id).unwrap();
+                        assert_eq!(svc.name(), p.name);
+                        assert_eq!(
+                            p.usable,
+                            svc.usable_backends().len(),
+                            "{}: {}",
+                            case.rule,
+                            p.name
+                        );
+                        assert_eq!(p.backends, svc.spec().backends.len());
+                    }
+                }
+            }
+            for (name, reason) in &case.ignored {
+                let st = t.status.iter().find(|s| s.name == *name).unwrap();
+                assert_eq!(
+                    st.outcome,
+                    Outcome::Ignored(reason.clone()),
+                    "{}: {name}",
+                    case.rule
+                );
+            }
+            for w in &case.warnings {
+                assert!(
+                    t.warnings.iter().any(|x| x.to_string().contains(w)),
+                    "{}: no warning containing {w:?} in {:?}",
+                    case.rule,
+                    t.warnings
+                );
+            }
+            if case.warnings.is_empty() {
+                assert!(
+                    t.warnings.is_empty(),
+                    "{}: unexpected {:?}",
+                    case.rule,
+                    t.warnings
+                );
+            }
+        }
+    }
+
+    use FrontendKind::*;
+    use NoBackendAction::*;
+
+    #[test]
+    fn cluster_ips_times_ports_for_each_protocol() {
+        let multi = with(svc("multi", "198.18.0.10"), |s| {
+            s.ports = Some(vec![
+                port("dns", "UDP", 53),
+                port("dns-tcp", "TCP", 53),
+                port("sig", "SCTP", 3868),
+            ]);
+        });
+        let slices = vec![EndpointSlice {
+            ports: Some(vec![
+                EndpointPort {
+                    name: Some("dns".into()),
+                    port: Some(5353),
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+                EndpointPort {
+                    name: Some("dns-tcp".into()),
+                    port: Some(5353),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                },
+                EndpointPort {
+                    name: Some("sig".into()),
+                    port: Some(3868),
+                    protocol: Some("SCTP".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..slice("multi-1", "multi", "IPv4", &[], vec![ep("10.0.0.1")])
+        }];
+        check(vec![Case {
+            rule: "clusterIPs x ports, TCP/UDP/SCTP",
+            services: vec![multi],
+            slices,
+            frontends: vec![
+                (
+                    "198.18.0.10:53/UDP",
+                    Some((ClusterIp, vec!["10.0.0.1:5353"], Reject)),
+                ),
+                (
+                    "198.18.0.10:53/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:5353"], Reject)),
+                ),
+                (
+                    "198.18.0.10:3868/SCTP",
+                    Some((ClusterIp, vec!["10.0.0.1:3868"], Reject)),
+                ),
+                ("198.18.0.10:80/TCP", None),
+                ("198.18.1.1:53/UDP", None),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn external_ips_are_captured_for_every_type() {
+        let s = with(svc("web", "198.18.0.10"), |s| {
+            s.external_ips = Some(vec!["203.0.113.7".into()])
+        });
+        check(vec![Case {
+            rule: "externalIPs",
+            services: vec![s],
+            slices: vec![http_slice("web", &["10.0.0.1"])],
+            frontends: vec![
+                (
+                    "203.0.113.7:80/TCP",
+                    Some((ExternalIp, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                (
+                    "198.18.0.10:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                ),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn load_balancer_ingress_ips() {
+        let cluster_type_with_status = {
+            let mut s = lb(svc("b", "198.18.0.11"), &[("203.0.113.11", None)]);
+            s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+            s
+        };
+        check(vec![Case {
+            rule: "status.loadBalancer.ingress[].ip, type LoadBalancer only, not ipMode Proxy",
+            services: vec![
+                lb(
+                    svc("a", "198.18.0.10"),
+                    &[
+                        ("203.0.113.10", Some("VIP")),
+                        ("203.0.113.20", Some("Proxy")),
+                    ],
+                ),
+                cluster_type_with_status,
+            ],
+            slices: vec![
+                http_slice("a", &["10.0.0.1"]),
+                http_slice("b", &["10.0.0.2"]),
+            ],
+            frontends: vec![
+                (
+                    "203.0.113.10:80/TCP",
+                    Some((LoadBalancer, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                ("203.0.113.20:80/TCP", None),
+                ("203.0.113.11:80/TCP", None),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn node_ports_on_node_addresses_of_the_family() {
+        let np = |name, ip, ty: &str| {
+            with(svc(name, ip), |s| {
+                s.type_ = Some(ty.into());
+                s.ports.as_mut().unwrap()[0].node_port = Some(30080 + (ty.len() as i32));
+            })
+        };
+        check(vec![Case {
+            rule: "node addresses x nodePort for NodePort and LoadBalancer",
+            services: vec![
+                np("n", "198.18.0.10", "NodePort"),
+                np("c", "198.18.0.11", "ClusterIP"),
+                np("l", "198.18.0.12", "LoadBalancer"),
+            ],
+            slices: vec![
+                http_slice("n", &["10.0.0.1"]),
+                http_slice("c", &["10.0.0.2"]),
+                http_slice("l", &["10.0.0.3"]),
+            ],
+            frontends: vec![
+                (
+                    "198.18.1.1:30088/TCP",
+                    Some((NodePort, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                // A v4-only Service is not captured on the node's IPv6 address.
+                ("[2001:db8:1::1]:30088/TCP", None),
+                // A ClusterIP Service's stray nodePort is not captured.
+                ("198.18.1.1:30089/TCP", None),
+                (
+                    "198.18.1.1:30092/TCP",
+                    Some((NodePort, vec!["10.0.0.3:8080"], Reject)),
+                ),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn external_name_and_headless_services_are_not_proxied() {
+        let ext = with(svc("ext", ""), |s| {
+            s.type_ = Some("ExternalName".into());
+            s.external_name = Some("example.com".into());
+        });
+        let none = svc("none", "None");
+        let empty = with(svc("empty", ""), |s| s.cluster_ips = None);
+        let mut labelled = svc("labelled", "198.18.0.13");
+        labelled.metadata.labels = Some([(LABEL_HEADLESS.to_string(), String::new())].into());
+        check(vec![Case {
+            rule: "ExternalName and headless",
+            services: vec![ext, none, empty, labelled],
+            slices: vec![http_slice("labelled", &["10.0.0.1"])],
+            frontends: vec![("198.18.0.13:80/TCP", None)],
+            ignored: vec![
+                ("ext", IgnoreReason::ExternalName),
+                ("none", IgnoreReason::Headless),
+                ("empty", IgnoreReason::Headless),
+                ("labelled", IgnoreReason::Headless),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn service_proxy_name_selects_the_services_we_serve() {
+        let labelled = |name, ip, proxy: &str| {
+            let mut s = svc(name, ip);
+            s.metadata.labels =
+                Some([(LABEL_SERVICE_PROXY_NAME.to_string(), proxy.to_string())].into());
+            s
+        };
+        let services = vec![
+            svc("plain", "198.18.0.10"),
+            labelled("ours", "198.18.0.11", "kubypass"),
+            labelled("theirs", "198.18.0.12", "cilium"),
+        ];
+        let slices = vec![
+            http_slice("plain", &["10.0.0.1"]),
+            http_slice("ours", &["10.0.0.2"]),
+            http_slice("theirs", &["10.0.0.3"]),
+        ];
+        check(vec![
+            Case {
+                rule: "named proxy: unlabelled and ours are served, others ignored",
+                services: services.clone(),
+                slices: slices.clone(),
+                settings: ProxySettings {
+                    proxy_name: Some("kubypass".into()),
+                    ..settings()
+                },
+                frontends: vec![
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                    ),
+                    (
+                        "198.18.0.11:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.2:8080"], Reject)),
+                    ),
+                    ("198.18.0.12:80/TCP", None),
+                ],
+                ignored: vec![("theirs", IgnoreReason::OtherProxy("cilium".into()))],
+                ..Default::default()
+            },
+            Case {
+                rule: "unnamed proxy: only unlabelled Services",
+                services,
+                slices,
+                frontends: vec![
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                    ),
+                    ("198.18.0.11:80/TCP", None),
+                ],
+                ignored: vec![("ours", IgnoreReason::OtherProxy("kubypass".into()))],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn target_port_resolves_through_the_slice_port_of_the_same_name() {
+        let s = with(svc("web", "198.18.0.10"), |s| {
+            let mut http = port("http", "TCP", 80);
+            http.target_port = Some(
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("web".into()),
+            );
+            let mut metrics = port("metrics", "TCP", 9090);
+            metrics.target_port =
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9100));
+            s.ports = Some(vec![http, metrics]);
+        });
+        let unnamed = with(svc("one", "198.18.0.11"), |s| {
+            s.ports = Some(vec![port("", "TCP", 80)])
+        });
+        check(vec![Case {
+            rule: "targetPort by name or number: the slice's number wins",
+            services: vec![s, unnamed],
+            slices: vec![
+                // Pods disagree on the named port's number: each slice carries its own.
+                slice(
+                    "web-1",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080), ("metrics", 9100)],
+                    vec![ep("10.0.0.1")],
+                ),
+                slice(
+                    "web-2",
+                    "web",
+                    "IPv4",
+                    &[("http", 8081)],
+                    vec![ep("10.0.0.2")],
+                ),
+                slice("one-1", "one", "IPv4", &[("", 8000)], vec![ep("10.0.0.3")]),
+            ],
+            frontends: vec![
+                (
+                    "198.18.0.10:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:8080", "10.0.0.2:8081"], Reject)),
+                ),
+                (
+                    "198.18.0.10:9090/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:9100"], Reject)),
+                ),
+                (
+                    "198.18.0.11:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.3:8000"], Reject)),
+                ),
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn endpoint_conditions_ready_else_serving_and_terminating() {
+        let t = Some(true);
+        let f = Some(false);
+        let case = |name: &'static str, eps: Vec<Endpoint>, usable: Vec<&'static str>| Case {
+            rule: name,
+            services: vec![svc("web", "198.18.0.10")],
+            slices: vec![slice("web-1", "web", "IPv4", &[("http", 8080)], eps)],
+            frontends: vec![("198.18.0.10:80/TCP", Some((ClusterIp, usable, Reject)))],
+            ..Default::default()
+        };
+        check(vec![
+            case(
+                "ready ones only",
+                vec![
+                    ep_cond("10.0.0.1", t, t, f),
+                    ep_cond("10.0.0.2", f, t, t),
+                    ep_cond("10.0.0.3", f, f, f),
+                ],
+                vec!["10.0.0.1:8080"],
+            ),
+            case(
+                "none ready: serving+terminating",
+                vec![
+                    ep_cond("10.0.0.2", f, t, t),
+                    ep_cond("10.0.0.3", f, f, t),
+                    ep_cond("10.0.0.4", f, t, f),
+                ],
+                vec!["10.0.0.2:8080"],
+            ),
+            case(
+                "unset conditions: ready",
+                vec![ep("10.0.0.1"), ep_cond("10.0.0.2", None, None, None)],
+                vec!["10.0.0.1:8080", "10.0.0.2:8080"],
+            ),
+            // serving unset follows ready (false), so a terminating not-ready endpoint
+            // with serving unset is not used.
+            case(
+                "serving unset follows ready",
+                vec![ep_cond("10.0.0.2", f, None, t)],
+                vec![],
+            ),
+            // terminating unset means not terminating: a not-ready serving one is unused.
+            case(
+                "terminating unset is false",
+                vec![ep_cond("10.0.0.2", f, t, None)],
+                vec![],
+            ),
+        ]);
+        let c = resolve_conditions(&ep_cond("10.0.0.1", None, None, None));
+        assert_eq!(
+            c,
+            Conditions {
+                ready: true,
+                serving: true,
+                terminating: false
+            }
+        );
+    }
+
+    #[test]
+    fn slices_join_by_label_and_namespace_and_merge() {
+        let mut other_ns = http_slice("web", &["10.0.9.9"]);
+        other_ns.metadata.namespace = Some("other".into());
+        other_ns.metadata.name = Some("web-other".into());
+        let mut headless = http_slice("web", &["10.0.8.8"]);
+        headless.metadata.name = Some("web-headless".into());
+        headless
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_HEADLESS.into(), String::new());
+        let mut unlabelled = http_slice("web", &["10.0.7.7"]);
+        unlabelled.metadata.labels = None;
+        unlabelled.metadata.name = Some("web-unlabelled".into());
+        check(vec![Case {
+            rule:
+                "kubernetes.io/service-name, same namespace, de-duplicated, headless slices ignored",
+            services: vec![svc("web", "198.18.0.10")],
+            slices: vec![
+                slice(
+                    "web-a",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.1"), ep_cond("10.0.0.2", Some(false), None, None)],
+                ),
+                // The same endpoint again, ready here: the ready copy wins.
+                slice(
+                    "web-b",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.2"), ep("10.0.0.1")],
+                ),
+                other_ns,
+                headless,
+                unlabelled,
+            ],
+            frontends: vec![(
+                "198.18.0.10:80/TCP",
+                Some((ClusterIp, vec!["10.0.0.1:8080", "10.0.0.2:8080"], Reject)),
+            )],
+            ..Default::default()
+        }]);
+        let t = translate(
+            &[svc("web", "198.18.0.10")],
+            &[
+                slice(
+                    "web-a",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.1")],
+                ),
+                slice(
+                    "web-b",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.1")],
+                ),
+            ],
+            &settings(),
+            None,
+        );
+        let Outcome::Served(pools) = &t.status[0].outcome else {
+            panic!()
+        };
+        assert_eq!(pools[0].backends, 1, "duplicates merged");
+        assert_eq!(
+            t.table.service(pools[0].id).unwrap().spec().backends.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn session_affinity_client_ip() {
+        let aff = |name, ip, timeout: Option<i32>| {
+            with(svc(name, ip), |s| {
+                s.session_affinity = Some("ClientIP".into());
+                s.session_affinity_config = timeout.map(|t| SessionAffinityConfig {
+                    client_ip: Some(ClientIPConfig {
+                        timeout_seconds: Some(t),
+                    }),
+                });
+            })
+        };
+        let services = vec![
+            aff("dflt", "198.18.0.10", None),
+            aff("short", "198.18.0.11", Some(60)),
+            svc("none", "198.18.0.12"),
+            aff("bad", "198.18.0.13", Some(0)),
+        ];
+        let t = translate(&services, &Vec::<EndpointSlice>::new(), &settings(), None);
+        let affinity = |fe: &str| {
+            t.table
+                .frontend(&key(fe))
+                .map(|f| t.table.service(f.service).unwrap().affinity_timeout_secs())
+        };
+        let table = [
+            ("198.18.0.10:80/TCP", Some(Some(10_800))),
+            ("198.18.0.11:80/TCP", Some(Some(60))),
+            ("198.18.0.12:80/TCP", Some(None)),
+            ("198.18.0.13:80/TCP", None),
+        ];
+        for (fe, want) in table {
+            assert_eq!(affinity(fe), want, "{fe}");
+        }
+        assert!(t.warnings.iter().any(|w| w.object == "Service default/bad"));
+    }
+
+    #[test]
+    fn internal_traffic_policy_local() {
+        let s = with(svc("web", "198.18.0.10"), |s| {
+            s.internal_traffic_policy = Some("Local".into());
+            s.external_ips = Some(vec!["203.0.113.7".into()]);
+        });
+        let eps = |list| vec![slice("web-1", "web", "IPv4", &[("http", 8080)], list)];
+        check(vec![
+            Case {
+                rule: "iTP Local: cluster IP uses this node's endpoints; external IPs all",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    ep_on("10.0.0.1", "node-a"),
+                    ep_on("10.0.0.2", "node-b"),
+                ]),
+                frontends: vec![
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.1:8080"], Drop)),
+                    ),
+                    (
+                        "203.0.113.7:80/TCP",
+                        Some((ExternalIp, vec!["10.0.0.1:8080", "10.0.0.2:8080"], Reject)),
+                    ),
+                ],
+                ..Default::default()
+            },
+            Case {
+                rule: "iTP Local, no local endpoint: drop",
+                services: vec![s.clone()],
+                slices: eps(vec![ep_on("10.0.0.2", "node-b")]),
+                frontends: vec![("198.18.0.10:80/TCP", Some((ClusterIp, vec![], Drop)))],
+                ..Default::default()
+            },
+            Case {
+                rule: "iTP Local, no endpoint at all: reject",
+                services: vec![s],
+                frontends: vec![("198.18.0.10:80/TCP", Some((ClusterIp, vec![], Reject)))],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn external_traffic_policy_local() {
+        let s = with(
+            lb(svc("web", "198.18.0.10"), &[("203.0.113.10", None)]),
+            |s| {
+                s.external_traffic_policy = Some("Local".into());
+                s.external_ips = Some(vec!["203.0.113.7".into()]);
+                s.ports.as_mut().unwrap()[0].node_port = Some(30080);
+            },
+        );
+        let cluster_type = with(svc("plain", "198.18.0.11"), |s| {
+            s.external_traffic_policy = Some("Local".into());
+            s.external_ips = Some(vec!["203.0.113.8".into()]);
+        });
+        let eps =
+            |svc: &str, list| slice(&format!("{svc}-1"), svc, "IPv4", &[("http", 8080)], list);
+        let local = Some((NodePort, vec!["10.0.0.1:8080"], Drop));
+        check(vec![
+            Case {
+                rule:
+                    "eTP Local: node ports, LB and external IPs use local endpoints; cluster IP all",
+                services: vec![s.clone(), cluster_type],
+                slices: vec![
+                    eps(
+                        "web",
+                        vec![ep_on("10.0.0.1", "node-a"), ep_on("10.0.0.2", "node-b")],
+                    ),
+                    eps(
+                        "plain",
+                        vec![ep_on("10.0.1.1", "node-a"), ep_on("10.0.1.2", "node-b")],
+                    ),
+                ],
+                frontends: vec![
+                    ("198.18.1.1:30080/TCP", local),
+                    (
+                        "203.0.113.10:80/TCP",
+                        Some((LoadBalancer, vec!["10.0.0.1:8080"], Drop)),
+                    ),
+                    (
+                        "203.0.113.7:80/TCP",
+                        Some((ExternalIp, vec!["10.0.0.1:8080"], Drop)),
+                    ),
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.1:8080", "10.0.0.2:8080"], Reject)),
+                    ),
+                    // Type ClusterIP: external policy does not apply.
+                    (
+                        "203.0.113.8:80/TCP",
+                        Some((ExternalIp, vec!["10.0.1.1:8080", "10.0.1.2:8080"], Reject)),
+                    ),
+                ],
+                ..Default::default()
+            },
+            Case {
+                rule: "eTP Local without a local endpoint drops; cluster IP still served",
+                services: vec![s.clone()],
+                slices: vec![eps("web", vec![ep_on("10.0.0.2", "node-b")])],
+                frontends: vec![
+                    ("198.18.1.1:30080/TCP", Some((NodePort, vec![], Drop))),
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.2:8080"], Reject)),
+                    ),
+                ],
+                ..Default::default()
+            },
+            Case {
+                rule: "eTP Local, local endpoint terminating only: used as the fallback",
+                services: vec![s],
+                slices: vec![eps(
+                    "web",
+                    vec![
+                        Endpoint {
+                            node_name: Some("node-a".into()),
+                            ..ep_cond("10.0.0.1", Some(false), Some(true), Some(true))
+                        },
+                        ep_on("10.0.0.2", "node-b"),
+                    ],
+                )],
+                frontends: vec![(
+                    "198.18.1.1:30080/TCP",
+                    Some((NodePort, vec!["10.0.0.1:8080"], Drop)),
+                )],
+                ..Default::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn no_endpoints_rejects() {
+        check(vec![Case {
+            rule: "no endpoints: reject",
+            services: vec![svc("web", "198.18.0.10")],
+            slices: vec![slice("web-1", "web", "IPv4", &[("http", 8080)], vec![])],
+            frontends: vec![("198.18.0.10:80/TCP", Some((ClusterIp, vec![], Reject)))],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn load_balancer_source_ranges() {
+        let s = with(
+            lb(svc("web", "198.18.0.10"), &[("203.0.113.10", None)]),
+            |s| {
+                s.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into()]);
+                s.external_ips = Some(vec!["203.0.113.7".into()]);
+            },
+        );
+        let t = translate(
+            &[s.clone()],
+            &[http_slice("web", &["10.0.0.1"])],
+            &settings(),
+            None,
+        );
+        let lbf = t.table.frontend(&key("203.0.113.10:80/TCP")).unwrap();
+        let table = [("192.0.2.9", true), ("192.0.3.9", false)];
+        for (client, admitted) in table {
+            assert_eq!(lbf.admits(client.parse().unwrap()), admitted, "{client}");
+        }
+        // Source ranges restrict the load balancer IPs only.
+        assert!(t
+            .table
+            .frontend(&key("203.0.113.7:80/TCP"))
+            .unwrap()
+            .admits("192.0.3.9".parse().unwrap()));
+        let bad = with(s, |s| {
+            s.load_balancer_source_ranges = Some(vec!["192.0.2.0/24".into(), "nonsense".into()])
+        });
+        check(vec![Case {
+            rule: "a bad source range removes the LB frontends rather than opening them",
+            services: vec![bad],
+            slices: vec![http_slice("web", &["10.0.0.1"])],
+            frontends: vec![
+                ("203.0.113.10:80/TCP", None),
+                (
+                    "198.18.0.10:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                ),
+            ],
+            warnings: vec!["Service default/web: not an IP address in CIDR \"nonsense\""],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn dual_stack_families_and_per_family_slices() {
+        let s = with(svc("web", "198.18.0.10"), |s| {
+            s.cluster_ips = Some(vec!["198.18.0.10".into(), "fd00::10".into()]);
+            s.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+            s.type_ = Some("NodePort".into());
+            s.ports.as_mut().unwrap()[0].node_port = Some(30080);
+            s.external_ips = Some(vec!["2001:db8:9::7".into()]);
+        });
+        let v4only = with(svc("v4", "198.18.0.11"), |s| {
+            s.external_ips = Some(vec!["2001:db8:9::8".into()])
+        });
+        check(vec![Case {
+            rule: "each family of clusterIPs gets its own frontends and same-family endpoints",
+            services: vec![s, v4only],
+            slices: vec![
+                slice(
+                    "web-4",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.1")],
+                ),
+                slice(
+                    "web-6",
+                    "web",
+                    "IPv6",
+                    &[("http", 8080)],
+                    vec![ep("fd00:1::1")],
+                ),
+                slice(
+                    "web-f",
+                    "web",
+                    "FQDN",
+                    &[("http", 8080)],
+                    vec![ep("example.com")],
+                ),
+            ],
+            frontends: vec![
+                (
+                    "198.18.0.10:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                (
+                    "[fd00::10]:80/TCP",
+                    Some((ClusterIp, vec!["[fd00:1::1]:8080"], Reject)),
+                ),
+                (
+                    "198.18.1.1:30080/TCP",
+                    Some((NodePort, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                (
+                    "[2001:db8:1::1]:30080/TCP",
+                    Some((NodePort, vec!["[fd00:1::1]:8080"], Reject)),
+                ),
+                (
+                    "[2001:db8:9::7]:80/TCP",
+                    Some((ExternalIp, vec!["[fd00:1::1]:8080"], Reject)),
+                ),
+                ("[2001:db8:9::8]:80/TCP", None),
+            ],
+            warnings: vec!["Service default/v4: 2001:db8:9::8 is not of a family in clusterIPs"],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn bad_objects_skip_only_their_port_or_service() {
+        let bad_ports = with(svc("web", "198.18.0.10"), |s| {
+            s.ports = Some(vec![
+                port("http", "TCP", 80),
+                port("quic", "QUIC", 443),
+                port("zero", "TCP", 0),
+                port("big", "TCP", 70_000),
+                {
+                    let mut p = port("np", "TCP", 81);
+                    p.node_port = Some(-1);
+                    p
+                },
+            ]);
+        });
+        let bad_ip = with(svc("half", "198.18.0.11"), |s| {
+            s.cluster_ips = Some(vec!["198.18.0.11".into(), "fd00::zz".into()])
+        });
+        let all_bad = svc("worse", "not-an-ip");
+        check(vec![Case {
+            rule: "bad port, protocol, address: skipped with a warning, the rest served",
+            services: vec![bad_ports, bad_ip, all_bad, svc("fine", "198.18.0.12")],
+            slices: vec![
+                slice(
+                    "web-1",
+                    "web",
+                    "IPv4",
+                    &[("http", 8080)],
+                    vec![ep("10.0.0.1"), ep("10.0.0.x"), ep("fd00::1")],
+                ),
+                slice("web-2", "web", "IPv4", &[("http", 0)], vec![ep("10.0.0.2")]),
+                http_slice("fine", &["10.0.0.3"]),
+            ],
+            frontends: vec![
+                (
+                    "198.18.0.10:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                ),
+                ("198.18.0.10:81/TCP", None),
+                ("198.18.0.11:80/TCP", Some((ClusterIp, vec![], Reject))),
+                (
+                    "198.18.0.12:80/TCP",
+                    Some((ClusterIp, vec!["10.0.0.3:8080"], Reject)),
+                ),
+            ],
+            ignored: vec![("worse", IgnoreReason::Invalid("no valid cluster IP".into()))],
+            warnings: vec![
+                "Service default/web: port quic: unknown protocol \"QUIC\"",
+                "Service default/web: port zero: port 0 out of range",
+                "Service default/web: port big: port 70000 out of range",
+                "Service default/web: port np: nodePort -1 out of range",
+                "Service default/half: cluster IP \"fd00::zz\"",
+                "EndpointSlice default/web-1: endpoint address \"10.0.0.x\"",
+                "EndpointSlice default/web-1: endpoint fd00::1 is not IPv4",
+                "EndpointSlice default/web-2: port \"http\" has no valid number",
+            ],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn a_frontend_claimed_twice_goes_to_the_first_service() {
+        let a = with(svc("a", "198.18.0.10"), |s| {
+            s.external_ips = Some(vec!["203.0.113.7".into()])
+        });
+        let b = with(svc("b", "198.18.0.11"), |s| {
+            s.external_ips = Some(vec!["203.0.113.7".into()])
+        });
+        check(vec![Case {
+            rule: "duplicate frontend: first in namespace/name order wins",
+            services: vec![b, a],
+            slices: vec![
+                http_slice("a", &["10.0.0.1"]),
+                http_slice("b", &["10.0.0.2"]),
+            ],
+            frontends: vec![(
+                "203.0.113.7:80/TCP",
+                Some((ExternalIp, vec!["10.0.0.1:8080"], Reject)),
+            )],
+            warnings: vec!["Service default/b: frontend 203.0.113.7:80/TCP is claimed twice"],
+            ..Default::default()
+        }]);
+    }
+
+    #[test]
+    fn generations_follow_and_unchanged_pools_reuse_maglev() {
+        let services = vec![svc("a", "198.18.0.10"), svc("b", "198.18.0.11")];
+        let one = translate(
+            &services,
+            &[
+                http_slice("a", &["10.0.0.1"]),
+                http_slice("b", &["10.0.0.2"]),
+            ],
+            &settings(),
+            None,
+        );
+        assert_eq!(one.table.generation(), 1);
+        let two = translate(
+            &services,
+            &[
+                http_slice("a", &["10.0.0.1"]),
+                http_slice("b", &["10.0.0.3"]),
+            ],
+            &settings(),
+            Some(&one.table),
+        );
+        assert_eq!(two.table.generation(), 2);
+        let maglev = |t: &ServiceTable, fe: &str| {
+            let f = t.frontend(&key(fe)).unwrap();
+            t.service(f.service).unwrap().maglev() as *const _
+        };
+        assert!(std::ptr::eq(
+            maglev(&one.table, "198.18.0.10:80/TCP"),
+            maglev(&two.table, "198.18.0.10:80/TCP")
+        ));
+        assert!(!std::ptr::eq(
+            maglev(&one.table, "198.18.0.11:80/TCP"),
+            maglev(&two.table, "198.18.0.11:80/TCP")
+        ));
+    }
+}
+
+#[cfg(test)]
+mod translator_tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceSpec as K8sServiceSpec;
+    use k8s_openapi::api::discovery::v1::EndpointPort;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(name: &str, ip: &str) -> Arc<Service> {
+        Arc::new(Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(K8sServiceSpec {
+                cluster_ips: Some(vec![ip.into()]),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn slice(svc: &str, addr: &str) -> Arc<EndpointSlice> {
+        Arc::new(EndpointSlice {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(format!("{svc}-1")),
+                labels: Some([(LABEL_SERVICE_NAME.to_string(), svc.to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            ports: Some(vec![EndpointPort {
+                port: Some(8080),
+                ..Default::default()
+            }]),
+            endpoints: vec![Endpoint {
+                addresses: vec![addr.into()],
+                ..Default::default()
+            }],
+        })
+    }
+
+    fn backends(t: &Translation) -> Vec<(String, Vec<Backend>)> {
+        t.table
+            .services()
+            .iter()
+            .map(|s| (s.name().to_string(), s.spec().backends.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn translator_matches_translate_and_replans_only_changed_services() {
+        let settings = ProxySettings::default();
+        let services = vec![svc("a", "198.18.0.10"), svc("b", "198.18.0.11")];
+        let mut slices = vec![slice("a", "10.0.0.1"), slice("b", "10.0.0.2")];
+        let mut tr = Translator::new(settings.clone());
+        let one = tr.translate(&services, &slices, None);
+        assert_eq!(
+            backends(&one),
+            backends(&translate(&services, &slices, &settings, None))
+        );
+        assert_eq!(
+            one.status,
+            translate(&services, &slices, &settings, None).status
+        );
+
+        // Same allocations: served from the cache (the plan kept is the same one).
+        let cached_a = tr
+            .cache
+            .get(&(Arc::as_ptr(&services[0]) as usize))
+            .map(|e| &e.plan as *const _);
+        let again = tr.translate(&services, &slices, Some(&one.table));
+        assert_eq!(backends(&again), backends(&one));
+        assert_eq!(
+            cached_a,
+            tr.cache
+                .get(&(Arc::as_ptr(&services[0]) as usize))
+                .map(|e| &e.plan as *const _)
+        );
+
+        // One slice replaced: only its Service changes.
+        slices[1] = slice("b", "10.0.0.3");
+        let two = tr.translate(&services, &slices, Some(&again.table));
+        assert_eq!(
+            backends(&two),
+            backends(&translate(&services, &slices, &settings, None))
+        );
+        assert_eq!(two.table.generation(), 3);
+
+        // A Service removed leaves the cache.
+        let two_services = tr.translate(&services[..1], &slices, Some(&two.table));
+        assert_eq!(two_services.table.services().len(), 1);
+        assert_eq!(tr.cache.len(), 1);
+    }
+}
