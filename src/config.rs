@@ -2,6 +2,7 @@
 //! validated before DPDK is touched, and turned into EAL arguments.
 
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// A configuration problem, worded as "what is wrong: how to fix it".
@@ -43,6 +44,17 @@ pub struct Config {
     pub queues: QueueConfig,
     /// The packet-buffer pool.
     pub mempool: MempoolConfig,
+    /// Static routes besides the connected prefixes of port addresses.
+    pub routes: Vec<RouteConfig>,
+    /// Static neighbours (next hops whose MAC is known in advance); others are learned
+    /// through ARP and ND.
+    pub neighbours: Vec<NeighbourConfig>,
+    /// Where Services come from; present, it makes the workers run the Service pipeline.
+    pub services: Option<ServicesConfig>,
+    /// Per-worker table sizes of the Service pipeline.
+    pub dataplane: DataplaneConfig,
+    /// The admin HTTP server.
+    pub admin: AdminConfig,
 }
 
 /// EAL settings.
@@ -93,6 +105,10 @@ pub struct PortConfig {
     /// A PCI address (`0000:01:00.0`) or a DPDK vdev string (`net_ring0`,
     /// `net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`, `net_af_packet0,iface=veth0`, …).
     pub device: String,
+    /// The appliance's own addresses on this port with their on-link prefix
+    /// (`198.18.1.1/24`): ARP/ND answers for them and they make connected routes.
+    #[serde(default)]
+    pub addresses: Vec<String>,
 }
 
 /// The device behind a port.
@@ -136,7 +152,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         WorkersConfig {
             lcores: Vec::new(),
-            processor: ProcessorKind::Paired,
+            processor: ProcessorKind::Auto,
             steer_ring_size: 1024,
         }
     }
@@ -151,6 +167,21 @@ pub enum ProcessorKind {
     /// As `paired`, but a frame is first steered to the worker a hash of its bytes names
     /// (exercises the steering rings).
     SteerByHash,
+    /// The Service pipeline (DNAT for Kubernetes Services); needs a `services:` section.
+    Service,
+    /// `service` when a `services:` section is present, `paired` otherwise.
+    Auto,
+}
+
+impl ProcessorKind {
+    /// What `Auto` means for this configuration.
+    pub fn resolve(self, config: &Config) -> ProcessorKind {
+        match self {
+            ProcessorKind::Auto if config.services.is_some() => ProcessorKind::Service,
+            ProcessorKind::Auto => ProcessorKind::Paired,
+            other => other,
+        }
+    }
 }
 
 /// Descriptor ring sizes.
@@ -190,6 +221,140 @@ impl Default for MempoolConfig {
             size: 16383,
             cache: 256,
             data_room: 2176,
+        }
+    }
+}
+
+/// A static route.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Destination prefix, `198.18.0.0/15` or `2001:db8::/32`.
+    pub prefix: String,
+    /// Name of the port the route leaves by.
+    pub port: String,
+    /// The gateway; absent, destinations are on-link.
+    #[serde(default)]
+    pub via: Option<IpAddr>,
+}
+
+/// A static neighbour.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeighbourConfig {
+    pub address: IpAddr,
+    /// `02:00:c6:12:01:02`.
+    pub mac: String,
+}
+
+/// Where Services and EndpointSlices come from, and this appliance as kube-proxy's rules
+/// see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    /// Manifest files or directories (YAML, multi-document or `kind: List`), reloaded
+    /// when they change. Relative paths are relative to the configuration file.
+    pub manifests: Vec<PathBuf>,
+    /// Watch the Kubernetes API (instead of manifests).
+    pub kubernetes: Option<KubernetesConfig>,
+    /// Addresses NodePorts are captured on; empty: every port address.
+    pub node_addresses: Vec<IpAddr>,
+    /// This node's name (endpoints with this `nodeName` are local for `Local` policies).
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+    /// Our `service.kubernetes.io/service-proxy-name`; Services naming another proxy are
+    /// left alone.
+    pub proxy_name: Option<String>,
+    /// How new flows pick a backend.
+    pub scheduler: SchedulerKind,
+    /// Seed of flow and backend hashes: appliances behind one ECMP group must share it.
+    pub seed: u64,
+    /// Coalesce bursts of changes for this long before building a table.
+    pub debounce_ms: u64,
+    /// How often manifest files are checked for changes.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig {
+            manifests: Vec::new(),
+            kubernetes: None,
+            node_addresses: Vec::new(),
+            node_name: None,
+            zone: None,
+            proxy_name: None,
+            scheduler: SchedulerKind::Maglev,
+            seed: 0,
+            debounce_ms: 10,
+            poll_interval_ms: 200,
+        }
+    }
+}
+
+/// The Kubernetes API source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; absent: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; absent: its current context.
+    pub context: Option<String>,
+}
+
+/// Backend selection for new flows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    /// Maglev consistent hashing: every worker and appliance agrees.
+    Maglev,
+    /// kube-proxy userspace mode's choice.
+    RoundRobin,
+    /// kube-proxy iptables mode's choice.
+    Random,
+}
+
+/// Per-worker table sizes, fixed at start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// Tracked flows per worker.
+    pub conntrack_capacity: usize,
+    /// ClientIP affinity entries per worker.
+    pub affinity_capacity: usize,
+    /// Fragmented datagrams followed per worker.
+    pub fragment_capacity: usize,
+    /// Take frames whatever their destination MAC.
+    pub promiscuous: bool,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            conntrack_capacity: 1 << 16,
+            affinity_capacity: 1 << 14,
+            fragment_capacity: 1024,
+            promiscuous: false,
+        }
+    }
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where `/healthz`, `/metrics` and `/status` are served (localhost by default);
+    /// `null` turns the server off.
+    pub listen: Option<SocketAddr>,
+    /// `/healthz` answers 503 once the source has been out of sync this long.
+    pub max_out_of_sync_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 10256))),
+            max_out_of_sync_secs: 60,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! kubypass, the appliance: DPDK boundary (`dpdk`), worker runtime (`runtime`) and
 //! configuration (`config`). `main.rs` is the command line over these.
 
+pub mod admin;
+pub mod appliance;
 pub mod config;
 pub mod dpdk;
 pub mod runtime;

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use kubypass::appliance::{error_chain, start_control, Plan, ServiceProcessor, Shared, WorkerViews};
 use kubypass::config::{Config, PortConfig, ProcessorKind};
+use kubypass_control::replay;
 use kubypass::runtime::{self, PairedForwarder, RunOptions, SteerByHashForwarder};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +26,28 @@ struct Cli {
 enum Command {
     /// Run the appliance until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Run a capture through the Service pipeline with tables from manifests: no DPDK,
+    /// no NIC, no root. Every next hop counts as resolved.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Manifest files or directories (Services and EndpointSlices, YAML).
+    #[arg(long, required = true, num_args = 1..)]
+    manifests: Vec<PathBuf>,
+    /// The capture to replay (pcap, Ethernet).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write every frame the pipeline transmits or generates.
+    #[arg(long)]
+    output: PathBuf,
+    /// A node address NodePorts are captured on (repeatable).
+    #[arg(long = "node-ip", value_name = "IP")]
+    node_ips: Vec<std::net::IpAddr>,
+    /// Simulated workers; frames are steered between them as on the appliance.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +85,12 @@ struct RunArgs {
     /// Replace the ports: NAME=DEVICE, repeatable.
     #[arg(long = "port", value_name = "NAME=DEVICE")]
     ports: Vec<String>,
+    /// Override services.manifests (repeatable; a file or a directory).
+    #[arg(long = "manifests", value_name = "PATH")]
+    manifests: Vec<PathBuf>,
+    /// Override admin.listen (ADDRESS:PORT).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<std::net::SocketAddr>,
     /// Read this file instead of /proc/meminfo for the hugepage check.
     #[arg(long, hide = true)]
     meminfo: Option<PathBuf>,
@@ -75,7 +105,10 @@ fn main() {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
-    let Command::Run(a) = cli.command;
+    let a = match cli.command {
+        Command::Run(a) => a,
+        Command::Replay(r) => return replay(r),
+    };
     let mut config = Config::load(&a.config)?;
     if let Some(l) = a.lcores {
         config.eal.lcores = l;
@@ -95,6 +128,16 @@ fn real_main(cli: Cli) -> Result<()> {
     if let Some(s) = a.mempool_size {
         config.mempool.size = s;
     }
+    if !a.manifests.is_empty() {
+        let services = config.services.get_or_insert_with(Default::default);
+        // Relative to the working directory, unlike paths in the file.
+        let cwd = std::env::current_dir()?;
+        services.manifests = a.manifests.iter().map(|p| cwd.join(p)).collect();
+        services.kubernetes = None;
+    }
+    if let Some(addr) = a.admin_listen {
+        config.admin.listen = Some(addr);
+    }
     if !a.ports.is_empty() {
         config.ports = a
             .ports
@@ -106,6 +149,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 Ok(PortConfig {
                     name: name.to_owned(),
                     device: device.to_owned(),
+                    addresses: Vec::new(),
                 })
             })
             .collect::<Result<_>>()?;
@@ -132,7 +176,8 @@ fn real_main(cli: Cli) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    match config.workers.processor {
+    match config.workers.processor.resolve(&config) {
+        ProcessorKind::Service | ProcessorKind::Auto => run_service(&config, &a.config, &opts, stop)?,
         ProcessorKind::Paired => {
             runtime::run(&config, &opts, stop, |s| PairedForwarder::new(s.ports))?;
         }
@@ -142,5 +187,72 @@ fn real_main(cli: Cli) -> Result<()> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// `kubypass run` with the Service pipeline: control thread, admin server, workers.
+fn run_service(
+    config: &Config,
+    config_path: &std::path::Path,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    let dir = config_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let plan = Plan::new(config, dir)?;
+    let shared = Shared::new(plan.neighbours.clone());
+    let mut pipeline_counters = Vec::new();
+    let mut control = None;
+    let control_stop = Arc::clone(&stop);
+    let result = runtime::run_with(
+        config,
+        opts,
+        Arc::clone(&stop),
+        |slot| {
+            let p = ServiceProcessor::new(
+                plan.worker_config(slot.index, slot.workers, &slot.macs),
+                &shared,
+            );
+            pipeline_counters.push(p.counters());
+            p
+        },
+        |ready| {
+            let views = WorkerViews {
+                runtime: Arc::clone(ready.counters),
+                pipeline: std::mem::take(&mut pipeline_counters),
+            };
+            match start_control(&plan, shared.clone(), views, control_stop) {
+                Ok(handle) => control = Some(handle),
+                Err(e) => eprintln!("kubypass: cannot start the control thread: {e}"),
+            }
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(handle) = control {
+        let _ = handle.join();
+    }
+    result?;
+    Ok(())
+}
+
+/// `kubypass replay`.
+fn replay(r: ReplayArgs) -> Result<()> {
+    let settings = replay::settings_with_nodes(&r.node_ips);
+    let translation = kubypass_control::load_manifests(&r.manifests, &settings)
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    for w in &translation.warnings {
+        eprintln!("kubypass: warning: {w}");
+    }
+    let summary = replay::replay_file(
+        Arc::new(translation.table),
+        &settings,
+        r.workers,
+        &r.input,
+        &r.output,
+    )
+    .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
+    println!("{summary}");
     Ok(())
 }

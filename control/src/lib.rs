@@ -9,6 +9,7 @@
 pub mod kubernetes;
 pub mod manifests;
 pub mod publish;
+pub mod replay;
 pub mod source;
 pub mod translate;
 

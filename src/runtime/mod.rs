@@ -94,6 +94,18 @@ pub struct WorkerSlot {
     pub workers: usize,
     /// Number of ports.
     pub ports: u16,
+    /// Each port's MAC address, in configuration order.
+    pub macs: Arc<[[u8; 6]]>,
+}
+
+/// What the appliance looks like once ports are up and processors made, just before
+/// the workers start: handed to the `on_ready` hook of [`run_with`], on the main lcore's
+/// thread (threads it spawns inherit that CPU).
+pub struct Ready<'a> {
+    /// Each port's MAC address, in configuration order.
+    pub macs: &'a [[u8; 6]],
+    /// Every worker's runtime counters.
+    pub counters: &'a Arc<Vec<WorkerCounters>>,
 }
 
 /// What a finished run reports.
@@ -185,11 +197,28 @@ pub fn run<P, F>(
     config: &Config,
     opts: &RunOptions,
     stop: Arc<AtomicBool>,
-    mut make_processor: F,
+    make_processor: F,
 ) -> Result<RunSummary, RunError>
 where
     P: FrameProcessor + 'static,
     F: FnMut(WorkerSlot) -> P,
+{
+    run_with(config, opts, stop, make_processor, |_| {})
+}
+
+/// As [`run`], calling `on_ready` once every processor is made and before any worker
+/// starts.
+pub fn run_with<P, F, R>(
+    config: &Config,
+    opts: &RunOptions,
+    stop: Arc<AtomicBool>,
+    mut make_processor: F,
+    on_ready: R,
+) -> Result<RunSummary, RunError>
+where
+    P: FrameProcessor + 'static,
+    F: FnMut(WorkerSlot) -> P,
+    R: FnOnce(&Ready),
 {
     let devices = config.validate()?;
     check_hugepages(config, opts)?;
@@ -224,6 +253,7 @@ where
     );
     let nports = u16::try_from(devices.len()).unwrap_or(u16::MAX);
     let mut ports = Vec::with_capacity(devices.len());
+    let mut macs: Vec<[u8; 6]> = Vec::with_capacity(devices.len());
     let mut queues_by_worker: Vec<(Vec<dpdk::RxQueue>, Vec<dpdk::TxQueue>)> =
         (0..nworkers).map(|_| (Vec::new(), Vec::new())).collect();
     for (pc, d) in config.ports.iter().zip(&devices) {
@@ -256,6 +286,7 @@ where
         // Not every PMD supports promiscuous mode; forwarding works without it on vdevs.
         let _ = port.set_promiscuous(true);
         port.start().map_err(|e| perr(e.to_string()))?;
+        macs.push(port.mac().unwrap_or([0; 6]));
         let mac = port.mac().map_or_else(
             |_| "?".to_owned(),
             |m| {
@@ -298,10 +329,10 @@ where
     let drop_names = P::drop_reason_names();
     let tsc_hz = dpdk::tsc_hz();
     let drain_cycles = (tsc_hz / 10_000).max(1); // 100 µs
-    let mut launched = Vec::with_capacity(nworkers);
-    let started = Instant::now();
-    for (index, ((rx, tx), &lcore)) in queues_by_worker.into_iter().zip(&lcores).enumerate() {
-        let worker = Worker {
+    let macs: Arc<[[u8; 6]]> = macs.into();
+    let mut workers = Vec::with_capacity(nworkers);
+    for (index, (rx, tx)) in queues_by_worker.into_iter().enumerate() {
+        workers.push(Worker {
             index,
             rx,
             tx,
@@ -312,15 +343,27 @@ where
                 index,
                 workers: nworkers,
                 ports: nports,
+                macs: Arc::clone(&macs),
             }),
             drain_cycles,
             tsc_hz,
             tx_first: (opts.tx_first > 0).then(|| (opts.tx_first, Arc::clone(&pool))),
-        };
+        });
+    }
+    on_ready(&Ready {
+        macs: &macs,
+        counters: &counters,
+    });
+    let mut launched = Vec::with_capacity(nworkers);
+    let started = Instant::now();
+    for (worker, &lcore) in workers.into_iter().zip(&lcores) {
         match dpdk::launch(&eal, lcore, move || worker.run()) {
             Ok(l) => launched.push(l),
             Err(e) => {
                 stop.store(true, Ordering::SeqCst);
+                for l in launched {
+                    let _ = l.wait();
+                }
                 return Err(e.into());
             }
         }

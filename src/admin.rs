@@ -1,0 +1,298 @@
+//! The admin HTTP server (localhost unless configured): `/healthz` (like kube-proxy's
+//! :10256/healthz), `/metrics` (Prometheus text) and `/status` (JSON: Services, their
+//! frontends and backends, ignored Services and why).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use kubypass_control::translate::{IgnoreReason, Outcome};
+use kubypass_dataplane::pipeline::DropReason;
+use kubypass_dataplane::table::NoBackendAction;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::appliance::{Shared, WorkerViews};
+use crate::runtime::RuntimeDrop;
+
+/// What the admin server reads; everything is lock-free or a snapshot.
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Shared,
+    pub workers: WorkerViews,
+    /// `/healthz` answers 503 once the source has been out of sync this long.
+    pub max_out_of_sync: Duration,
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The routes, for `serve` and for tests.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(Arc::new(state))
+}
+
+fn unix_secs(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+async fn healthz(State(s): State<Arc<AdminState>>) -> Response {
+    let healthy = s.shared.health.is_healthy(s.max_out_of_sync);
+    let h = s.shared.health.snapshot();
+    let body = json!({
+        "healthy": healthy,
+        "synced": h.synced_once,
+        "inSync": h.in_sync,
+        "lastUpdated": unix_secs(h.last_sync),
+        "currentTime": unix_secs(Some(SystemTime::now())),
+        "lastError": h.last_error,
+        "generation": s.shared.publisher.metrics().generation,
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let report = s.shared.publisher.report();
+    let table = s.shared.publisher.current();
+    let services: Vec<_> = report
+        .status
+        .iter()
+        .map(|svc| match &svc.outcome {
+            Outcome::Served(pools) => json!({
+                "namespace": svc.namespace,
+                "name": svc.name,
+                "proxied": true,
+                "pools": pools.iter().map(|p| {
+                    let backends: Vec<_> = table
+                        .service(p.id)
+                        .map(|t| t.usable_backends().iter()
+                            .map(|b| format!("{}", std::net::SocketAddr::new(b.addr, b.port)))
+                            .collect())
+                        .unwrap_or_default();
+                    json!({
+                        "name": p.name,
+                        "frontends": p.frontends.iter().map(|(k, kind)| json!({
+                            "address": k.addr.to_string(),
+                            "port": k.port,
+                            "protocol": k.protocol.to_string(),
+                            "kind": format!("{kind:?}"),
+                        })).collect::<Vec<_>>(),
+                        "endpoints": p.backends,
+                        "usable": backends,
+                        "whenNoBackend": match p.no_backend {
+                            NoBackendAction::Reject => "reject",
+                            NoBackendAction::Drop => "drop",
+                        },
+                    })
+                }).collect::<Vec<_>>(),
+            }),
+            Outcome::Ignored(why) => json!({
+                "namespace": svc.namespace,
+                "name": svc.name,
+                "proxied": false,
+                "reason": match why {
+                    IgnoreReason::ExternalName => "ExternalName".to_owned(),
+                    IgnoreReason::Headless => "Headless".to_owned(),
+                    IgnoreReason::OtherProxy(_) => "OtherProxy".to_owned(),
+                    IgnoreReason::Invalid(_) => "Invalid".to_owned(),
+                },
+                "detail": why.to_string(),
+            }),
+        })
+        .collect();
+    let warnings: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
+    axum::Json(json!({
+        "generation": report.generation,
+        "services": services,
+        "warnings": warnings,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot::take(&s)));
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Every figure of one scrape, read once from the lock-free counters.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// (metric, help, is_counter, labels, value)
+    samples: Vec<(&'static str, &'static str, bool, Vec<(&'static str, String)>, f64)>,
+}
+
+impl Snapshot {
+    fn take(s: &AdminState) -> Snapshot {
+        let mut out = Snapshot::default();
+        let r = Ordering::Relaxed;
+        for (i, w) in s.workers.runtime.iter().enumerate() {
+            let worker = vec![("worker", i.to_string())];
+            let c = |name, help, v: u64| (name, help, true, worker.clone(), v as f64);
+            out.samples.extend([
+                c("kubypass_rx_frames", "Frames received from rx queues.", w.rx.load(r)),
+                c("kubypass_tx_frames", "Frames the tx queues took.", w.tx.load(r)),
+                c("kubypass_rx_bursts", "Non-empty rx bursts.", w.bursts.load(r)),
+                c("kubypass_empty_polls", "Loop turns that found no frame.", w.empty_polls.load(r)),
+                c("kubypass_steered_in_frames", "Frames received from other workers.", w.steered_in.load(r)),
+                c("kubypass_steered_out_frames", "Frames handed to their owning worker.", w.steered_out.load(r)),
+            ]);
+            for why in RuntimeDrop::ALL {
+                out.samples.push((
+                    "kubypass_runtime_drops",
+                    "Frames the runtime dropped, by reason.",
+                    true,
+                    vec![("worker", i.to_string()), ("reason", why.name().to_owned())],
+                    w.runtime_drops[why as usize].load(r) as f64,
+                ));
+            }
+        }
+        for (i, p) in s.workers.pipeline.iter().enumerate() {
+            let worker = vec![("worker", i.to_string())];
+            let c = |name, help, v: u64| (name, help, true, worker.clone(), v as f64);
+            out.samples.extend([
+                c("kubypass_pipeline_frames", "Frames the pipeline processed.", p.frames.load(r)),
+                c("kubypass_dnat_frames", "Frames translated client to backend.", p.dnat.load(r)),
+                c("kubypass_reverse_nat_frames", "Frames translated backend to client.", p.reverse_nat.load(r)),
+                c("kubypass_replies", "ARP/ND replies, RSTs and ICMP messages generated.", p.replies.load(r)),
+                c("kubypass_new_flows", "Flows created in connection tracking.", p.new_flows.load(r)),
+                c("kubypass_stateless_flows", "New flows served without a tracking entry.", p.stateless_flows.load(r)),
+                c("kubypass_icmp_translated", "ICMP errors translated for a tracked flow.", p.icmp_translated.load(r)),
+                c("kubypass_fragments_followed", "Later fragments translated from their first fragment.", p.fragments_followed.load(r)),
+                c("kubypass_neighbour_requests", "ARP/ND requests sent for unresolved next hops.", p.neighbour_requests.load(r)),
+            ]);
+            out.samples.push((
+                "kubypass_conntrack_entries",
+                "Flows tracked now.",
+                false,
+                worker.clone(),
+                p.conntrack_entries.load(r) as f64,
+            ));
+            for why in DropReason::ALL {
+                out.samples.push((
+                    "kubypass_pipeline_drops",
+                    "Frames the pipeline dropped, by reason.",
+                    true,
+                    vec![("worker", i.to_string()), ("reason", why.label().to_owned())],
+                    p.drops(*why) as f64,
+                ));
+            }
+        }
+        let m = s.shared.publisher.metrics();
+        let g = |name, help, v: f64| (name, help, false, Vec::new(), v);
+        out.samples.extend([
+            g("kubypass_table_generation", "Generation of the table workers read.", m.generation as f64),
+            g("kubypass_table_build_seconds", "Translate and build time of the last table.", m.last_build.as_secs_f64()),
+            g("kubypass_table_publish_latency_seconds", "From a change to the table that includes it being visible, last table.", m.last_change_to_visible.as_secs_f64()),
+            g("kubypass_table_publish_latency_max_seconds", "Largest change-to-visible latency since start.", m.max_change_to_visible.as_secs_f64()),
+            g("kubypass_source_in_sync", "1 while the object source is in sync.", f64::from(u8::from(s.shared.health.snapshot().in_sync))),
+            g("kubypass_neighbours", "Neighbours known.", s.shared.neighbours.load().len() as f64),
+        ]);
+        out.samples.push((
+            "kubypass_tables_published",
+            "Tables published since start.",
+            true,
+            Vec::new(),
+            m.published as f64,
+        ));
+        out.samples.push((
+            "kubypass_neighbours_ignored",
+            "Learned neighbours ignored because the table was full.",
+            true,
+            Vec::new(),
+            s.shared.neighbours_ignored.load(r) as f64,
+        ));
+        out
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Samples of one metric are adjacent (pushed in family order per worker); group
+        // them so each family gets one descriptor.
+        let mut order: Vec<&'static str> = Vec::new();
+        for s in &self.samples {
+            if !order.contains(&s.0) {
+                order.push(s.0);
+            }
+        }
+        for name in order {
+            let mut family = self.samples.iter().filter(|s| s.0 == name).peekable();
+            let Some(first) = family.peek() else { continue };
+            let (help, counter) = (first.1, first.2);
+            if counter {
+                let t = ConstCounter::new(0u64).metric_type();
+                let mut desc = encoder.encode_descriptor(name, help, None, t)?;
+                for (_, _, _, labels, v) in family {
+                    let m = desc.encode_family(labels)?;
+                    ConstCounter::new(*v as u64).encode(m)?;
+                }
+            } else {
+                let t = ConstGauge::new(0f64).metric_type();
+                let mut desc = encoder.encode_descriptor(name, help, None, t)?;
+                for (_, _, _, labels, v) in family {
+                    let m = desc.encode_family(labels)?;
+                    ConstGauge::new(*v).encode(m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A short human summary of one scrape, for logs.
+pub fn describe(s: &AdminState) -> String {
+    let mut out = String::new();
+    let snap = Snapshot::take(s);
+    for (name, _, _, labels, v) in &snap.samples {
+        if *v != 0.0 {
+            let _ = write!(out, "{name}");
+            for (k, val) in labels {
+                let _ = write!(out, " {k}={val}");
+            }
+            let _ = writeln!(out, " {v}");
+        }
+    }
+    out
+}

@@ -1,0 +1,443 @@
+//! The service appliance: the dataplane pipeline as the workers' frame processor, and the
+//! control thread beside them (control plane, neighbour learning, admin server).
+//!
+//! Workers read two snapshots, both published with one lock-free pointer swap and both
+//! loaded once per burst: the `ServiceTable` (from the control plane) and the
+//! `NeighbourTable`. Workers never write shared state: what they learn from ARP and ND
+//! goes through a bounded lock-free queue to the control thread, which merges it and
+//! publishes the next neighbour snapshot.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use kubypass_control::{Publisher, SourceHealth, TableReader};
+use kubypass_dataplane::pipeline::{
+    Context, MacAddr, NeighbourTable, PipelineCounters, Verdict, Worker, WorkerConfig,
+};
+use kubypass_dataplane::table::ServiceTable;
+
+use crate::config::{Config, ConfigError, SchedulerKind};
+use crate::runtime::{Action, FrameProcessor, WorkerCounters};
+use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
+use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route};
+use kubypass_dataplane::table::{IpCidr, Scheduler};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Most neighbours the control thread keeps; what a flood of ARP senders adds beyond
+/// this is ignored (and counted).
+pub const MAX_NEIGHBOURS: usize = 65_536;
+/// Capacity of the queue from workers to the control thread.
+pub const LEARNED_QUEUE: usize = 4096;
+
+/// The lock-free handles shared by workers and the control thread.
+#[derive(Clone)]
+pub struct Shared {
+    pub publisher: Publisher,
+    pub neighbours: Arc<ArcSwap<NeighbourTable>>,
+    pub learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
+    /// Neighbours ignored because the table was full.
+    pub neighbours_ignored: Arc<AtomicU64>,
+    pub health: SourceHealth,
+}
+
+impl Shared {
+    pub fn new(static_neighbours: NeighbourTable) -> Self {
+        Shared {
+            publisher: Publisher::new(),
+            neighbours: Arc::new(ArcSwap::from_pointee(static_neighbours)),
+            learned: Arc::new(ArrayQueue::new(LEARNED_QUEUE)),
+            neighbours_ignored: Arc::new(AtomicU64::new(0)),
+            health: SourceHealth::new(),
+        }
+    }
+
+    /// Merges what workers learned into the neighbour snapshot; publishes only when
+    /// something changed. Returns how many entries changed.
+    pub fn merge_learned(&self) -> usize {
+        let current = self.neighbours.load_full();
+        let mut fresh: Vec<(IpAddr, MacAddr)> = Vec::new();
+        while let Some((addr, mac)) = self.learned.pop() {
+            if current.get(addr) == Some(mac) || fresh.contains(&(addr, mac)) {
+                continue;
+            }
+            if current.get(addr).is_none() && current.len() + fresh.len() >= MAX_NEIGHBOURS {
+                self.neighbours_ignored.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            fresh.push((addr, mac));
+        }
+        if !fresh.is_empty() {
+            self.neighbours.store(Arc::new(current.with(fresh.iter().copied())));
+        }
+        fresh.len()
+    }
+}
+
+/// Everything the Service appliance derives from the configuration, checked before DPDK
+/// is touched.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Per port, in configuration order: the appliance's addresses and prefixes.
+    pub port_addrs: Vec<Vec<(IpAddr, u8)>>,
+    pub routes: Vec<Route>,
+    pub neighbours: NeighbourTable,
+    pub control: ControlConfig,
+    pub admin: Option<SocketAddr>,
+    pub max_out_of_sync: Duration,
+    pub conntrack_capacity: usize,
+    pub affinity_capacity: usize,
+    pub fragment_capacity: usize,
+    pub promiscuous: bool,
+}
+
+/// Parses `02:00:c6:12:01:02`.
+pub fn parse_mac(s: &str) -> Option<MacAddr> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.trim().split([':', '-']);
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn parse_prefixed(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = s.trim().split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    IpCidr::new(addr, len).ok()?;
+    Some((addr, len))
+}
+
+impl Plan {
+    /// Checks the Service-related sections of `config`; relative manifest paths are taken
+    /// from `config_dir`.
+    pub fn new(config: &Config, config_dir: &Path) -> Result<Plan, ConfigError> {
+        let bad = |m: String| ConfigError::Value(m);
+        let services = config.services.clone().ok_or_else(|| {
+            bad("workers.processor is service but there is no `services:` section: add one (manifests or kubernetes), or set workers.processor: paired".into())
+        })?;
+        let mut port_addrs = Vec::with_capacity(config.ports.len());
+        for p in &config.ports {
+            let addrs = p
+                .addresses
+                .iter()
+                .map(|a| {
+                    parse_prefixed(a).ok_or_else(|| {
+                        bad(format!(
+                            "port {:?}: address {a:?} is not ADDRESS/PREFIX: write it like 198.18.1.1/24",
+                            p.name
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            port_addrs.push(addrs);
+        }
+        if port_addrs.iter().all(Vec::is_empty) {
+            return Err(bad("no port has an address: give each port its own address under `addresses:` (e.g. 198.18.1.1/24) so ARP, routes and NodePorts work".into()));
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let prefix: IpCidr = r.prefix.parse().map_err(|e| {
+                bad(format!("route {:?}: {e}: write the prefix like 198.18.0.0/15", r.prefix))
+            })?;
+            let port = config.ports.iter().position(|p| p.name == r.port).ok_or_else(|| {
+                bad(format!(
+                    "route {:?}: no port named {:?}: use one of the names under `ports:`",
+                    r.prefix, r.port
+                ))
+            })?;
+            routes.push(Route {
+                prefix,
+                port: port as u16,
+                via: r.via,
+            });
+        }
+        let mut neighbours = Vec::with_capacity(config.neighbours.len());
+        for n in &config.neighbours {
+            let mac = parse_mac(&n.mac).ok_or_else(|| {
+                bad(format!(
+                    "neighbour {}: MAC {:?} is not six hex bytes: write it like 02:00:c6:12:01:02",
+                    n.address, n.mac
+                ))
+            })?;
+            neighbours.push((n.address, mac));
+        }
+        let source = match (&services.kubernetes, services.manifests.is_empty()) {
+            (Some(_), false) => {
+                return Err(bad("services: give either `manifests` or `kubernetes`, not both".into()))
+            }
+            (None, true) => {
+                return Err(bad("services: give `manifests:` (files or directories of YAML) or `kubernetes: {}`".into()))
+            }
+            (Some(_), true) => SourceConfig::Kubernetes {
+                config: None,
+                options: Default::default(),
+            },
+            (None, false) => SourceConfig::Manifests {
+                paths: services
+                    .manifests
+                    .iter()
+                    .map(|p| if p.is_absolute() { p.clone() } else { config_dir.join(p) })
+                    .collect(),
+                poll_interval: Duration::from_millis(services.poll_interval_ms.max(10)),
+            },
+        };
+        let node_addresses = if services.node_addresses.is_empty() {
+            port_addrs.iter().flatten().map(|(a, _)| *a).collect()
+        } else {
+            services.node_addresses.clone()
+        };
+        let settings = ProxySettings {
+            node_addresses,
+            node_name: services.node_name.clone(),
+            zone: services.zone.clone(),
+            proxy_name: services.proxy_name.clone(),
+            seed: services.seed,
+            scheduler: match services.scheduler {
+                SchedulerKind::Maglev => Scheduler::Maglev,
+                SchedulerKind::RoundRobin => Scheduler::RoundRobin,
+                SchedulerKind::Random => Scheduler::Random,
+            },
+        };
+        let d = &config.dataplane;
+        if d.conntrack_capacity == 0 {
+            return Err(bad("dataplane.conntrack_capacity is 0: use at least 1024".into()));
+        }
+        Ok(Plan {
+            port_addrs,
+            routes,
+            neighbours: NeighbourTable::new(neighbours),
+            control: ControlConfig {
+                source,
+                settings,
+                debounce: Duration::from_millis(services.debounce_ms),
+            },
+            admin: config.admin.listen,
+            max_out_of_sync: Duration::from_secs(config.admin.max_out_of_sync_secs),
+            conntrack_capacity: d.conntrack_capacity,
+            affinity_capacity: d.affinity_capacity,
+            fragment_capacity: d.fragment_capacity,
+            promiscuous: d.promiscuous,
+        })
+    }
+
+    /// The pipeline configuration of worker `index` of `workers`, given the ports' MACs.
+    pub fn worker_config(&self, index: usize, workers: usize, macs: &[MacAddr]) -> WorkerConfig {
+        WorkerConfig {
+            index,
+            workers,
+            ports: self
+                .port_addrs
+                .iter()
+                .enumerate()
+                .map(|(i, addrs)| PipelinePort {
+                    mac: macs.get(i).copied().unwrap_or([0; 6]),
+                    addrs: addrs.clone(),
+                })
+                .collect(),
+            routes: self.routes.clone(),
+            conntrack_capacity: self.conntrack_capacity,
+            affinity_capacity: self.affinity_capacity,
+            fragment_capacity: self.fragment_capacity,
+            promiscuous: self.promiscuous,
+            assume_resolved: None,
+        }
+    }
+}
+
+/// The per-worker frame processor that runs the Service pipeline.
+pub struct ServiceProcessor {
+    worker: Worker,
+    tables: TableReader,
+    table: Arc<ServiceTable>,
+    neighbour_source: Arc<ArcSwap<NeighbourTable>>,
+    neighbours: Arc<NeighbourTable>,
+    learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
+}
+
+impl ServiceProcessor {
+    pub fn new(config: WorkerConfig, shared: &Shared) -> Self {
+        let tables = shared.publisher.reader();
+        ServiceProcessor {
+            worker: Worker::new(config),
+            table: tables.load_full(),
+            tables,
+            neighbours: shared.neighbours.load_full(),
+            neighbour_source: Arc::clone(&shared.neighbours),
+            learned: Arc::clone(&shared.learned),
+        }
+    }
+
+    /// The pipeline's counters, for the metrics endpoint.
+    pub fn counters(&self) -> Arc<PipelineCounters> {
+        self.worker.counters()
+    }
+}
+
+impl FrameProcessor for ServiceProcessor {
+    fn drop_reason_names() -> &'static [&'static str] {
+        // One runtime-visible reason; the pipeline counts the detail per DropReason.
+        &["pipeline"]
+    }
+
+    fn begin_burst(&mut self, _now_ns: u64) {
+        // Swap our reference only when a new table was published, so the shared
+        // reference count is not touched on every burst.
+        let table = self.tables.load();
+        if !Arc::ptr_eq(&table, &self.table) {
+            self.table = arc_swap::Guard::into_inner(table);
+        }
+        let neighbours = self.neighbour_source.load();
+        if !Arc::ptr_eq(&neighbours, &self.neighbours) {
+            self.neighbours = arc_swap::Guard::into_inner(neighbours);
+        }
+        for entry in self.worker.learned().drain() {
+            // A full queue loses the entry; the next ARP/ND frame teaches it again.
+            let _ = self.learned.push(entry);
+        }
+    }
+
+    #[inline]
+    fn process(&mut self, buf: &mut [u8], len: &mut usize, rx_port: u16, now_ns: u64) -> Action {
+        let ctx = Context {
+            table: &self.table,
+            neighbours: &self.neighbours,
+        };
+        match self.worker.process(buf, len, rx_port, now_ns, &ctx) {
+            Verdict::Forward(port) => Action::Forward { port },
+            Verdict::Reply => Action::Forward { port: rx_port },
+            Verdict::Steer(worker) => Action::Steer { worker },
+            Verdict::Drop(_) | Verdict::ToHost => Action::Drop { reason: 0 },
+        }
+    }
+
+    fn slow_job(&mut self, now_ns: u64) {
+        self.worker.slow_job(now_ns);
+    }
+}
+
+/// What the admin server and the stats reader see of the workers.
+#[derive(Clone)]
+pub struct WorkerViews {
+    pub runtime: Arc<Vec<WorkerCounters>>,
+    pub pipeline: Vec<Arc<PipelineCounters>>,
+}
+
+/// Starts the control thread: one tokio runtime running the control plane, the
+/// neighbour merge job and the admin server, until `stop` is set. Call it from the main
+/// lcore's thread once EAL has pinned it, so the thread inherits that CPU.
+pub fn start_control(
+    plan: &Plan,
+    shared: Shared,
+    workers: WorkerViews,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let control = plan.control.clone();
+    let admin = plan.admin;
+    let max_out_of_sync = plan.max_out_of_sync;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("kubypass-control")
+        .build()?;
+    std::thread::Builder::new()
+        .name("kubypass-control".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let stopped = {
+                    let stop = Arc::clone(&stop);
+                    move || {
+                        let stop = Arc::clone(&stop);
+                        async move {
+                            every(Duration::from_millis(50), stop, || {}).await;
+                        }
+                    }
+                };
+                let neighbours = {
+                    let shared = shared.clone();
+                    every(Duration::from_millis(10), Arc::clone(&stop), move || {
+                        shared.merge_learned();
+                    })
+                };
+                let admin = async {
+                    let Some(addr) = admin else { return };
+                    let state = crate::admin::AdminState {
+                        shared: shared.clone(),
+                        workers,
+                        max_out_of_sync,
+                    };
+                    if let Err(e) = crate::admin::serve(addr, state, stopped()).await {
+                        eprintln!("kubypass: admin server on {addr}: {e}: set admin.listen to a free address");
+                    }
+                };
+                let plane = async {
+                    let result = kubypass_control::run(
+                        control,
+                        shared.publisher.clone(),
+                        shared.health.clone(),
+                        stopped(),
+                    )
+                    .await;
+                    if let Err(e) = result {
+                        // The last good table keeps serving; /healthz reports the source.
+                        shared.health.failed(error_chain(&e));
+                        eprintln!("kubypass: control plane stopped: {}", error_chain(&e));
+                    }
+                };
+                tokio::join!(neighbours, admin, plane);
+            });
+        })
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// Runs `f` every `period` until `stop` is set: the control thread's periodic jobs.
+pub async fn every(period: Duration, stop: Arc<AtomicBool>, mut f: impl FnMut()) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        f();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learned_neighbours_are_merged_and_published_once() {
+        let a: IpAddr = "198.18.1.2".parse().unwrap();
+        let shared = Shared::new(NeighbourTable::default());
+        let before = shared.neighbours.load_full();
+        assert_eq!(shared.merge_learned(), 0);
+        assert!(Arc::ptr_eq(&before, &shared.neighbours.load_full()));
+        shared.learned.push((a, [1; 6])).unwrap();
+        shared.learned.push((a, [1; 6])).unwrap();
+        assert_eq!(shared.merge_learned(), 1);
+        assert_eq!(shared.neighbours.load().get(a), Some([1; 6]));
+        // The same fact again publishes nothing new.
+        let published = shared.neighbours.load_full();
+        shared.learned.push((a, [1; 6])).unwrap();
+        assert_eq!(shared.merge_learned(), 0);
+        assert!(Arc::ptr_eq(&published, &shared.neighbours.load_full()));
+    }
+}
