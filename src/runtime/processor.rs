@@ -1,0 +1,51 @@
+//! The contract between the worker loop and whatever decides each frame's fate.
+
+/// Per-frame decision logic run by a worker. The worker loop is generic over it, so the
+/// service pipeline replaces the built-in forwarders without touching the loop.
+/// Implementations must not allocate, lock, block or panic in `process`.
+pub trait FrameProcessor: Send {
+    /// Names of this processor's drop reasons, indexed by [`Action::Drop`]'s `reason`
+    /// (at most [`MAX_PROCESSOR_DROP_REASONS`]); used for counters and stats.
+    fn drop_reason_names() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
+    /// Called once per rx burst (and per batch of steered-in frames) before its frames.
+    fn begin_burst(&mut self, _now_ns: u64) {}
+
+    /// Handles one frame in place. `buf` runs from the frame's first byte to the end of
+    /// the mbuf (tailroom included); `*len` is the frame length on entry and may be set
+    /// to any value `<= buf.len()` to grow or shrink the frame. `rx_port` is the index of
+    /// the port (in configuration order) the frame arrived on.
+    fn process(&mut self, buf: &mut [u8], len: &mut usize, rx_port: u16, now_ns: u64) -> Action;
+
+    /// Periodic slow work (expiry and the like), called every few hundred loop turns.
+    fn slow_job(&mut self, _now_ns: u64) {}
+}
+
+/// Most distinct processor drop reasons a worker counts; larger indices share the last.
+pub const MAX_PROCESSOR_DROP_REASONS: usize = 16;
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Transmit it on the port with this index (configuration order).
+    Forward {
+        /// Port index.
+        port: u16,
+    },
+    /// Free it, counting `reason` (an index into `drop_reason_names()`).
+    Drop {
+        /// Processor drop reason index.
+        reason: u8,
+    },
+    /// Hand it to worker `worker` (index among workers), which processes it as if it had
+    /// received it. A frame that arrived by steering cannot be steered again.
+    Steer {
+        /// Worker index.
+        worker: usize,
+    },
+}
