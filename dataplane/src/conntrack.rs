@@ -4,8 +4,10 @@
 //! Layout. Flows live in a slab allocated once at [`ConnTrack::new`]. An index of
 //! set-associative buckets (8 ways, one 64-byte cache line each: a 32-bit tag and a
 //! 32-bit flow reference per way) holds two entries per flow: its forward key
-//! (client→frontend) and its reverse key (backend→client). A lookup reads one bucket line
-//! and one flow. The bucket count is a power of two sized for ≤ 50 % way occupancy when
+//! (client→frontend) and its reverse key (backend→client). Each key has a primary and a
+//! secondary bucket (two-choice hashing with one-step cuckoo moves), and is put in its
+//! primary whenever there is room, so a lookup almost always reads one bucket line and
+//! one flow. The bucket count is a power of two sized for ≤ 50 % way occupancy when
 //! the slab is full. Nothing allocates after `new`; the table owns no clock (every call
 //! takes `now` in nanoseconds from the caller).
 //!

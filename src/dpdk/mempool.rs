@@ -78,8 +78,13 @@ impl Mempool {
 
 impl Drop for Mempool {
     fn drop(&mut self) {
-        // SAFETY: the pool is no longer used by any port or mbuf holder (owners drop ports
-        // first); rte_mempool_free tolerates a pool with mbufs still out (they leak).
+        // An mbuf still out would be freed into released memory later: leak the pool
+        // instead (only happens if ports or mbufs outlive it, which `run` never does).
+        if self.in_use() != 0 {
+            return;
+        }
+        // SAFETY: every mbuf is back (in_use 0) and ports using the pool were closed
+        // before it is dropped, so nothing refers to the pool any more.
         unsafe { ffi::rte_mempool_free(self.ptr.as_ptr()) }
     }
 }

@@ -390,8 +390,6 @@ pub struct TxQueue {
 
 // SAFETY: owns the buffered mbufs and the queue exclusively; moved to its worker once.
 unsafe impl Send for TxQueue {}
-// SAFETY: RxQueue holds only ids; the queue is used by its single owner.
-unsafe impl Send for RxQueue {}
 
 impl TxQueue {
     fn new(port: u16, queue: u16) -> Self {

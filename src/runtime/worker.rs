@@ -44,8 +44,11 @@ const SHUTDOWN_DRAIN_BURSTS: usize = 256;
 impl<P: FrameProcessor> Worker<P> {
     /// Runs until `stop` is set, then flushes and drains what it owns. Returns 0.
     pub fn run(mut self) -> i32 {
+        // Local clones: borrowing these does not hold `self`, and cloning once here keeps
+        // the shared reference counts off the per-iteration path.
         let counters = Arc::clone(&self.counters);
-        let Some(my) = counters.get(self.index) else {
+        let rings = Arc::clone(&self.rings);
+        let (Some(my), Some(my_ring)) = (counters.get(self.index), rings.get(self.index)) else {
             return -1;
         };
         if let Some((n, pool)) = self.tx_first.take() {
@@ -82,7 +85,7 @@ impl<P: FrameProcessor> Worker<P> {
                     }
                 }
             }
-            any |= self.take_steered(my, now_ns);
+            any |= self.take_steered(my, my_ring, now_ns);
             if !any {
                 bump(&my.empty_polls, 1);
             }
@@ -103,11 +106,12 @@ impl<P: FrameProcessor> Worker<P> {
 
     /// Processes up to a burst of frames other workers steered here.
     #[inline]
-    fn take_steered(&mut self, my: &WorkerCounters, now_ns: u64) -> bool {
-        let rings = Arc::clone(&self.rings);
-        let Some(ring) = rings.get(self.index) else {
-            return false;
-        };
+    fn take_steered(
+        &mut self,
+        my: &WorkerCounters,
+        ring: &ArrayQueue<SteeredFrame>,
+        now_ns: u64,
+    ) -> bool {
         if ring.is_empty() {
             return false;
         }
