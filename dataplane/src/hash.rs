@@ -115,22 +115,14 @@ pub fn hash_words(seed: u64, words: &[u64]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::{BuildHasher, Hash};
+    use std::hash::BuildHasher;
 
     #[test]
     fn deterministic_across_hasher_instances() {
         let b = BuildHasherDefault::<FastHasher>::default();
         let key = ("10.0.0.1".parse::<IpAddr>().unwrap(), 80u16);
-        let one = {
-            let mut h = b.build_hasher();
-            key.hash(&mut h);
-            h.finish()
-        };
-        let two = {
-            let mut h = b.build_hasher();
-            key.hash(&mut h);
-            h.finish()
-        };
+        let one = b.hash_one(key);
+        let two = BuildHasherDefault::<FastHasher>::default().hash_one(key);
         assert_eq!(one, two);
         assert_eq!(hash_words(1, &[2, 3]), hash_words(1, &[2, 3]));
         assert_ne!(hash_words(1, &[2, 3]), hash_words(2, &[2, 3]));

@@ -6,6 +6,9 @@
 //! Nothing on the per-packet path allocates, locks or panics.
 #![forbid(unsafe_code)]
 
+pub mod affinity;
+pub mod conntrack;
+pub mod flow;
 pub mod hash;
 pub mod maglev;
 pub mod packet_builder;

@@ -335,7 +335,7 @@ pub fn usable_backends(backends: &[Backend]) -> Vec<Backend> {
             .copied()
             .collect();
     }
-    usable.sort_by(|a, b| (a.addr, a.port).cmp(&(b.addr, b.port)));
+    usable.sort_by_key(|b| (b.addr, b.port));
     usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
     usable
 }

@@ -1,0 +1,273 @@
+//! Flow identity: the compact [`FlowKey`] that connection tracking is keyed by, the flow
+//! hashes backend selection and session affinity use, and [`owner_worker`], the one place
+//! that decides which worker owns a flow.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::hash::{hash_words, mix64};
+
+/// An IPv4 or IPv6 address in 16 bytes, aligned to 8: IPv4 is held in its IPv4-mapped
+/// IPv6 form (`::ffff:a.b.c.d`). The family is carried next to it (see [`FlowKey`]), so an
+/// IPv6 packet that uses a mapped address never meets an IPv4 flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowAddr {
+    hi: u64,
+    lo: u64,
+}
+
+impl FlowAddr {
+    /// The all-zero address (`::`); also an IPv4 `0.0.0.0` when read as IPv4.
+    pub const ZERO: FlowAddr = FlowAddr { hi: 0, lo: 0 };
+
+    /// The address's 128 bits (IPv4 mapped).
+    #[inline]
+    pub fn from_ip(ip: IpAddr) -> Self {
+        let v = match ip {
+            IpAddr::V4(a) => 0xffff_0000_0000 | u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        FlowAddr {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+
+    /// The address back, in the given family.
+    #[inline]
+    pub fn to_ip(self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from(
+                (u128::from(self.hi) << 64) | u128::from(self.lo),
+            ))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(self.lo as u32))
+        }
+    }
+
+    /// The two 64-bit words, for hashing.
+    #[inline]
+    pub fn words(self) -> (u64, u64) {
+        (self.hi, self.lo)
+    }
+}
+
+/// The 5-tuple of one direction of a flow, 40 bytes. Both addresses are of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: FlowAddr,
+    pub dst: FlowAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 132 SCTP, 1/58 ICMP echo with the identifier as
+    /// both ports).
+    pub protocol: u8,
+    /// Whether the addresses are IPv6.
+    pub v6: bool,
+}
+
+impl FlowKey {
+    /// A key from addresses of the packet. A mixed-family pair takes its family from `src`
+    /// (packets never carry one; the caller parses one IP header).
+    #[inline]
+    pub fn new(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, protocol: u8) -> Self {
+        FlowKey {
+            src: FlowAddr::from_ip(src),
+            dst: FlowAddr::from_ip(dst),
+            src_port,
+            dst_port,
+            protocol,
+            v6: src.is_ipv6(),
+        }
+    }
+
+    #[inline]
+    pub fn src_ip(&self) -> IpAddr {
+        self.src.to_ip(self.v6)
+    }
+
+    #[inline]
+    pub fn dst_ip(&self) -> IpAddr {
+        self.dst.to_ip(self.v6)
+    }
+
+    /// The key of the other direction (source and destination swapped).
+    #[inline]
+    pub fn reversed(&self) -> Self {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            protocol: self.protocol,
+            v6: self.v6,
+        }
+    }
+
+    /// An unseeded hash of the whole key, for table indexes (connection tracking).
+    #[inline]
+    pub fn table_hash(&self) -> u64 {
+        let ports = u64::from(self.src_port)
+            | (u64::from(self.dst_port) << 16)
+            | (u64::from(self.protocol) << 32)
+            | (u64::from(self.v6) << 40);
+        let a = mix64(self.src.hi ^ self.src.lo.rotate_left(29) ^ ports);
+        let b = (self.dst.hi ^ self.dst.lo.rotate_left(17)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        mix64(a ^ b)
+    }
+}
+
+/// The flow hash Maglev selects a backend by, for a packet from the client to a frontend:
+/// seeded, over client address and port and frontend address, port and protocol. Every
+/// appliance with the same seed gets the same hash for the same flow.
+#[inline]
+pub fn flow_hash(seed: u64, forward: &FlowKey) -> u64 {
+    let (sh, sl) = forward.src.words();
+    let (dh, dl) = forward.dst.words();
+    let rest = u64::from(forward.src_port)
+        | (u64::from(forward.dst_port) << 16)
+        | (u64::from(forward.protocol) << 32)
+        | (u64::from(forward.v6) << 40);
+    hash_words(seed, &[sh, sl, dh, dl, rest])
+}
+
+/// The hash of a client address alone, for `sessionAffinity: ClientIP` when a backend is
+/// chosen by hash rather than remembered: every flow of a client gets the same value.
+#[inline]
+pub fn client_hash(seed: u64, client: IpAddr) -> u64 {
+    let (h, l) = FlowAddr::from_ip(client).words();
+    hash_words(seed, &[h, l, u64::from(client.is_ipv6())])
+}
+
+/// A fixed seed for flow ownership: ownership must not change when a table is published.
+const OWNER_SEED: u64 = 0x6f77_6e65_7273_6869;
+
+/// THE flow-ownership rule: the worker (0..n_workers) that owns the flows of this client
+/// address and port, and holds their connection-tracking state.
+///
+/// Why these two fields: after DNAT, a forward packet is client→backend and a reply is
+/// backend→client (before reverse NAT). The frontend address disappears from replies and
+/// the backend address from forward packets, but the client's address and port are in
+/// both: source of forward packets, destination of replies. So a worker given either
+/// direction computes `owner_worker(forward.src, forward.src_port)` or
+/// `owner_worker(reply.dst, reply.dst_port)` and reaches the same answer, without any
+/// shared state. The NIC's RSS spreads packets by its own hash, so a frame may arrive on
+/// another worker's queue; it is then handed to its owner (`Steer`).
+///
+/// Pure, deterministic across processes (a fixed seed, independent of the table), and
+/// `n_workers == 0` is treated as 1 (returns 0).
+#[inline]
+pub fn owner_worker(client_addr: IpAddr, client_port: u16, n_workers: usize) -> usize {
+    let (h, l) = FlowAddr::from_ip(client_addr).words();
+    let x = hash_words(
+        OWNER_SEED,
+        &[
+            h,
+            l,
+            u64::from(client_port) | (u64::from(client_addr.is_ipv6()) << 16),
+        ],
+    );
+    let n = n_workers.max(1) as u128;
+    ((u128::from(x) * n) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn key_is_compact_and_round_trips() {
+        assert_eq!(std::mem::size_of::<FlowKey>(), 40);
+        let v4 = FlowKey::new(
+            "10.0.0.1".parse().unwrap(),
+            "198.18.0.10".parse().unwrap(),
+            40000,
+            80,
+            6,
+        );
+        assert_eq!(v4.src_ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(v4.dst_ip(), "198.18.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(v4.reversed().reversed(), v4);
+        let mapped = FlowKey::new(
+            "::ffff:10.0.0.1".parse().unwrap(),
+            "::ffff:198.18.0.10".parse().unwrap(),
+            40000,
+            80,
+            6,
+        );
+        assert_ne!(v4, mapped);
+        assert_ne!(v4.table_hash(), mapped.table_hash());
+        let v6 = FlowKey::new(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            1,
+            2,
+            17,
+        );
+        assert_eq!(v6.src_ip(), "2001:db8::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn hashes_depend_on_seed_and_fields() {
+        let k = FlowKey::new(
+            "10.0.0.1".parse().unwrap(),
+            "198.18.0.10".parse().unwrap(),
+            40000,
+            80,
+            6,
+        );
+        assert_eq!(flow_hash(1, &k), flow_hash(1, &k));
+        assert_ne!(flow_hash(1, &k), flow_hash(2, &k));
+        let mut other = k;
+        other.src_port = 40001;
+        assert_ne!(flow_hash(1, &k), flow_hash(1, &other));
+        assert_ne!(k.table_hash(), other.table_hash());
+        let c: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_hash(3, c), client_hash(3, c));
+        assert_ne!(
+            client_hash(3, c),
+            client_hash(3, "10.0.0.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn owner_spread_is_roughly_even() {
+        for n in [1usize, 2, 3, 4, 8, 16] {
+            let mut count = vec![0usize; n];
+            let per = 4_000;
+            for i in 0..(per * n) as u32 {
+                let addr = IpAddr::V4(Ipv4Addr::from(0xc612_0000 + (i >> 8)));
+                count[owner_worker(addr, 30000 + (i & 0xff) as u16, n)] += 1;
+            }
+            for &c in &count {
+                assert!(c > per * 9 / 10 && c < per * 11 / 10, "n={n} {count:?}");
+            }
+        }
+        assert_eq!(owner_worker("10.0.0.1".parse().unwrap(), 1, 0), 0);
+    }
+
+    proptest! {
+        /// A forward packet (client→frontend), the same flow after DNAT (client→backend)
+        /// and its reply (backend→client) all name the same owner.
+        #[test]
+        fn both_directions_same_owner(
+            client in any::<[u8; 4]>(), cport in any::<u16>(),
+            frontend in any::<[u8; 4]>(), backend in any::<[u8; 4]>(),
+            fport in any::<u16>(), bport in any::<u16>(), n in 1usize..64,
+            client6 in any::<[u8; 16]>(),
+        ) {
+            for c in [IpAddr::from(client), IpAddr::from(client6)] {
+                let (f, b) = if c.is_ipv4() {
+                    (IpAddr::from(frontend), IpAddr::from(backend))
+                } else {
+                    (IpAddr::from(client6.map(|x| x ^ 1)), IpAddr::from(client6.map(|x| x ^ 2)))
+                };
+                let fwd = FlowKey::new(c, f, cport, fport, 6);
+                let reply = FlowKey::new(b, c, bport, cport, 6);
+                let o = owner_worker(fwd.src_ip(), fwd.src_port, n);
+                prop_assert!(o < n);
+                prop_assert_eq!(o, owner_worker(reply.dst_ip(), reply.dst_port, n));
+            }
+        }
+    }
+}
