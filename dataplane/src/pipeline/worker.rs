@@ -1353,7 +1353,9 @@ fn rewrite(
             changes[1] = Some((IpAddr::V4(p.rewrite_dst_addr(a)), IpAddr::V4(a)));
         }
     }
-    if matches!(ip.frag, Frag::Later(_)) {
+    // Later fragments carry no transport header; an ICMP message's checksum is
+    // recomputed by the caller after its quote is translated.
+    if matches!(ip.frag, Frag::Later(_)) || ip.proto == 1 || ip.proto == 58 {
         return Ok(());
     }
     let sport = src.and_then(|s| s.1);
