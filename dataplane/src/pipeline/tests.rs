@@ -1644,7 +1644,7 @@ proptest! {
             }
             _ => {
                 let p = Ipv6Packet::new_checked(eth.payload()).unwrap();
-                (IpAddr::V6(p.dst_addr()), crate::wire::transport_ports(&p.payload()[..]).unwrap().1)
+                (IpAddr::V6(p.dst_addr()), crate::wire::transport_ports(p.payload()).unwrap().1)
             }
         };
         let reply = l4_frame(from_backend().ip(be, client), proto, bport, cport, &payload).build();
