@@ -39,8 +39,8 @@ use crate::pipeline::fragments::{FragmentAction, FragmentKey, FragmentTable};
 use crate::pipeline::neighbour::{Learned, NeighbourTable};
 use crate::pipeline::verdict::{DropReason, Verdict};
 use crate::table::{
-    Backend, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service, ServiceId,
-    ServiceTable,
+    Backend, Conditions, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service,
+    ServiceId, ServiceTable,
 };
 use crate::wire::checksum::{self, PseudoHeader};
 use crate::wire::icmpv4::{self, Message as V4Msg};
@@ -740,10 +740,13 @@ impl Worker {
                 .lookup(client, svc.key(), now)
                 .filter(|t| table.is_usable_backend(sid, t.backend, t.port));
             let b = match pinned {
-                Some(t) => usable
-                    .iter()
-                    .find(|b| b.addr == t.backend && b.port == t.port)
-                    .copied(),
+                // Only its address and port are used from here on.
+                Some(t) => Some(Backend {
+                    addr: t.backend,
+                    port: t.port,
+                    weight: 1,
+                    conditions: Conditions::READY,
+                }),
                 None => svc
                     .maglev_pick(client_hash(table.seed(), client))
                     .and_then(|i| usable.get(i))
@@ -934,6 +937,8 @@ impl Worker {
             }
             match p.msg_type() {
                 V4Msg::EchoRequest if mine => return echo_reply(frame, ip, at, false),
+                // A redirect names a gateway, not a flow: never translated.
+                V4Msg::Redirect => false,
                 m => m.is_error(),
             }
         };
