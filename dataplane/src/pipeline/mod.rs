@@ -3,10 +3,17 @@
 
 pub mod config;
 pub mod counters;
+pub mod fragments;
 pub mod neighbour;
 pub mod verdict;
+pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
+pub use crate::flow::owner_worker;
 pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, WorkerConfig};
 pub use counters::PipelineCounters;
 pub use neighbour::{Learned, NeighbourTable};
 pub use verdict::{DropReason, Verdict};
+pub use worker::{Context, Worker};
