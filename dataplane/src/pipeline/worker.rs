@@ -134,8 +134,14 @@ fn dropped(r: DropReason) -> Verdict {
 }
 
 impl Worker {
-    /// A worker with every table allocated now, sized by `config`.
+    /// A worker with every table allocated now, sized by `config`, with the default
+    /// connection-tracking timeouts.
     pub fn new(config: WorkerConfig) -> Worker {
+        Worker::with_timeouts(config, Timeouts::default())
+    }
+
+    /// [`Worker::new`] with connection-tracking timeouts of the caller's choice.
+    pub fn with_timeouts(config: WorkerConfig, timeouts: Timeouts) -> Worker {
         let routes = Routes::new(&config.ports, &config.routes);
         let own = config
             .ports
@@ -153,7 +159,7 @@ impl Worker {
             })
             .collect();
         Worker {
-            conntrack: ConnTrack::new(config.conntrack_capacity, Timeouts::default()),
+            conntrack: ConnTrack::new(config.conntrack_capacity, timeouts),
             affinity: AffinityTable::new(config.affinity_capacity),
             affinity_cursor: 0,
             fragments: FragmentTable::new(config.fragment_capacity),
