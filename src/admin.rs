@@ -177,6 +177,7 @@ impl Snapshot {
                 c("kubypass_empty_polls", "Loop turns that found no frame.", w.empty_polls.load(r)),
                 c("kubypass_steered_in_frames", "Frames received from other workers.", w.steered_in.load(r)),
                 c("kubypass_steered_out_frames", "Frames handed to their owning worker.", w.steered_out.load(r)),
+                c("kubypass_originated_frames", "Frames the appliance originated (ARP/ND probes).", w.originated.load(r)),
             ]);
             for why in RuntimeDrop::ALL {
                 out.samples.push((

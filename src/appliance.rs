@@ -262,7 +262,12 @@ pub struct ServiceProcessor {
     neighbour_source: Arc<ArcSwap<NeighbourTable>>,
     neighbours: Arc<NeighbourTable>,
     learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
+    last_probe_ns: u64,
 }
+
+/// How often a worker walks the backends for next hops to resolve (it keeps going while
+/// it finds some).
+pub const PROBE_INTERVAL_NS: u64 = 50_000_000;
 
 impl ServiceProcessor {
     pub fn new(config: WorkerConfig, shared: &Shared) -> Self {
@@ -274,6 +279,20 @@ impl ServiceProcessor {
             neighbours: shared.neighbours.load_full(),
             neighbour_source: Arc::clone(&shared.neighbours),
             learned: Arc::clone(&shared.learned),
+            last_probe_ns: 0,
+        }
+    }
+
+    /// Takes the latest published tables. Our reference is swapped only when a new one
+    /// was published, so the shared reference count is not touched on every burst.
+    fn refresh(&mut self) {
+        let table = self.tables.load();
+        if !Arc::ptr_eq(&table, &self.table) {
+            self.table = arc_swap::Guard::into_inner(table);
+        }
+        let neighbours = self.neighbour_source.load();
+        if !Arc::ptr_eq(&neighbours, &self.neighbours) {
+            self.neighbours = arc_swap::Guard::into_inner(neighbours);
         }
     }
 
@@ -290,16 +309,7 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     fn begin_burst(&mut self, _now_ns: u64) {
-        // Swap our reference only when a new table was published, so the shared
-        // reference count is not touched on every burst.
-        let table = self.tables.load();
-        if !Arc::ptr_eq(&table, &self.table) {
-            self.table = arc_swap::Guard::into_inner(table);
-        }
-        let neighbours = self.neighbour_source.load();
-        if !Arc::ptr_eq(&neighbours, &self.neighbours) {
-            self.neighbours = arc_swap::Guard::into_inner(neighbours);
-        }
+        self.refresh();
         for entry in self.worker.learned().drain() {
             // A full queue loses the entry; the next ARP/ND frame teaches it again.
             let _ = self.learned.push(entry);
@@ -320,8 +330,35 @@ impl FrameProcessor for ServiceProcessor {
         }
     }
 
+    #[inline]
+    fn prefetch(&mut self, frame: &[u8]) {
+        let ctx = Context {
+            table: &self.table,
+            neighbours: &self.neighbours,
+        };
+        self.worker.prefetch(frame, &ctx);
+    }
+
     fn slow_job(&mut self, now_ns: u64) {
         self.worker.slow_job(now_ns);
+    }
+
+    fn originate(&mut self, buf: &mut [u8], len: &mut usize, now_ns: u64) -> Option<u16> {
+        // Probing walks the backend list; a few times a second is plenty.
+        if now_ns.saturating_sub(self.last_probe_ns) < PROBE_INTERVAL_NS {
+            return None;
+        }
+        // An idle worker sees no bursts: probing is what keeps its tables current then.
+        self.refresh();
+        let ctx = Context {
+            table: &self.table,
+            neighbours: &self.neighbours,
+        };
+        let port = self.worker.originate(buf, len, now_ns, &ctx);
+        if port.is_none() {
+            self.last_probe_ns = now_ns;
+        }
+        port
     }
 }
 

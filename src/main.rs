@@ -205,7 +205,8 @@ fn run_service(
         .unwrap_or(std::path::Path::new("."));
     let plan = Plan::new(config, dir)?;
     let shared = Shared::new(plan.neighbours.clone());
-    let mut pipeline_counters = Vec::new();
+    // Filled by the processor factory, read by the ready hook: both run on this thread.
+    let pipeline_counters = std::cell::RefCell::new(Vec::new());
     let mut control = None;
     let control_stop = Arc::clone(&stop);
     let result = runtime::run_with(
@@ -217,13 +218,13 @@ fn run_service(
                 plan.worker_config(slot.index, slot.workers, &slot.macs),
                 &shared,
             );
-            pipeline_counters.push(p.counters());
+            pipeline_counters.borrow_mut().push(p.counters());
             p
         },
         |ready| {
             let views = WorkerViews {
                 runtime: Arc::clone(ready.counters),
-                pipeline: std::mem::take(&mut pipeline_counters),
+                pipeline: pipeline_counters.take(),
             };
             match start_control(&plan, shared.clone(), views, control_stop) {
                 Ok(handle) => control = Some(handle),

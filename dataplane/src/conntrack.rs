@@ -340,6 +340,8 @@ pub struct ConnTrackStats {
     pub evicted: u64,
     pub no_room: u64,
     pub reverse_conflicts: u64,
+    /// Closing flows removed because a new flow needed their reply key.
+    pub reclaimed: u64,
 }
 
 const WAYS: usize = 8;
@@ -586,8 +588,21 @@ impl ConnTrack {
             return Err(InsertError::Exists(h));
         }
         if let Some((h, _)) = self.lookup(&reverse, now) {
-            self.stats.reverse_conflicts += 1;
-            return Err(InsertError::ReverseConflict(h));
+            // A closing flow that left the same reply key behind (the client reused its
+            // port for another frontend of the same backend) is over: the new flow takes
+            // the key, as a new SYN takes over a TIME_WAIT connection in the kernel.
+            let closing = self.flow(h).is_some_and(|f| {
+                matches!(
+                    f.state,
+                    FlowState::TcpFinWait | FlowState::TcpTimeWait | FlowState::TcpClose
+                )
+            });
+            if !closing {
+                self.stats.reverse_conflicts += 1;
+                return Err(InsertError::ReverseConflict(h));
+            }
+            self.remove(h);
+            self.stats.reclaimed += 1;
         }
         let fs = self.slot(forward);
         let rs = self.slot(&reverse);

@@ -209,6 +209,21 @@ impl MbufBurst {
         self.len - self.next
     }
 
+    /// Calls `f` with each frame not yet taken, leaving it in the burst: a look ahead
+    /// across the burst (to start its cache misses early) before frames are handled.
+    #[inline]
+    pub fn peek_frames(&self, mut f: impl FnMut(&[u8])) {
+        for &p in self.ptrs.get(self.next..self.len).unwrap_or(&[]) {
+            if let Some(p) = NonNull::new(p) {
+                // SAFETY: ptrs[next..len] are mbufs this burst owns and has not handed
+                // out; ManuallyDrop keeps the temporary view from freeing it, and the
+                // slice it lends does not outlive this call.
+                let m = std::mem::ManuallyDrop::new(unsafe { Mbuf::from_raw(p) });
+                f(m.data());
+            }
+        }
+    }
+
     /// Frees anything left and empties the burst, ready for the next rx.
     pub(crate) fn reset(&mut self) {
         while self.next < self.len {

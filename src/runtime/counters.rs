@@ -62,6 +62,8 @@ pub struct WorkerCounters {
     pub tx: AtomicU64,
     /// Frames generated at start (`--tx-first`).
     pub injected: AtomicU64,
+    /// Frames the processor originated (ARP/ND probes).
+    pub originated: AtomicU64,
     /// Non-empty rx bursts.
     pub bursts: AtomicU64,
     /// Loop turns that found no frame anywhere.

@@ -86,7 +86,7 @@ pub struct RunOptions {
 }
 
 /// Position of a worker, handed to the processor factory.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorkerSlot {
     /// Index among workers.
     pub index: usize,
@@ -348,6 +348,7 @@ where
             drain_cycles,
             tsc_hz,
             tx_first: (opts.tx_first > 0).then(|| (opts.tx_first, Arc::clone(&pool))),
+            pool: Arc::clone(&pool),
         });
     }
     on_ready(&Ready {

@@ -22,8 +22,20 @@ pub trait FrameProcessor: Send {
     /// the port (in configuration order) the frame arrived on.
     fn process(&mut self, buf: &mut [u8], len: &mut usize, rx_port: u16, now_ns: u64) -> Action;
 
+    /// Looks at a frame of the current burst before any of the burst is processed, so its
+    /// state can be brought into cache while earlier frames are handled.
+    #[inline]
+    fn prefetch(&mut self, _frame: &[u8]) {}
+
     /// Periodic slow work (expiry and the like), called every few hundred loop turns.
     fn slow_job(&mut self, _now_ns: u64) {}
+
+    /// A frame the processor originates (an ARP request for a next hop it will need…),
+    /// asked for on the slow-job cadence with a fresh buffer: returns the port to send it
+    /// on with `*len` set, or `None` when there is nothing to send.
+    fn originate(&mut self, _buf: &mut [u8], _len: &mut usize, _now_ns: u64) -> Option<u16> {
+        None
+    }
 }
 
 /// Most distinct processor drop reasons a worker counts; larger indices share the last.

@@ -14,6 +14,9 @@ pub type SteeredFrame = (Mbuf, u16);
 /// How often (loop turns) the processor's slow job runs.
 pub const SLOW_JOB_EVERY: u32 = 1024;
 
+/// Most frames a processor originates per slow job.
+pub const ORIGINATE_PER_SLOW_JOB: usize = 4;
+
 /// Everything a worker owns or shares, moved onto its lcore.
 pub struct Worker<P: FrameProcessor> {
     /// This worker's index among workers.
@@ -36,6 +39,8 @@ pub struct Worker<P: FrameProcessor> {
     pub tsc_hz: u64,
     /// Frames to send on each tx queue before polling (`--tx-first`), and the pool.
     pub tx_first: Option<(u16, Arc<Mempool>)>,
+    /// Where originated frames come from.
+    pub pool: Arc<Mempool>,
 }
 
 /// Frames the shutdown drain takes at most from each rx queue (bounded for live NICs).
@@ -75,6 +80,8 @@ impl<P: FrameProcessor> Worker<P> {
                 bump(&my.bursts, 1);
                 bump(&my.rx, n as u64);
                 self.processor.begin_burst(now_ns);
+                let processor = &mut self.processor;
+                burst.peek_frames(|f| processor.prefetch(f));
                 let port = port as u16;
                 for m in &mut burst {
                     self.handle(my, m, port, now_ns, false);
@@ -98,6 +105,7 @@ impl<P: FrameProcessor> Worker<P> {
             turns = turns.wrapping_add(1);
             if turns % SLOW_JOB_EVERY == 0 {
                 self.processor.slow_job(now_ns);
+                self.originate(my, now_ns);
             }
         }
         self.shutdown(my, &mut burst);
@@ -160,6 +168,34 @@ impl<P: FrameProcessor> Worker<P> {
                     },
                     None => my.drop_runtime(RuntimeDrop::SteerInvalid, 1),
                 }
+            }
+        }
+    }
+
+    /// Sends what the processor originates, at most `ORIGINATE_PER_SLOW_JOB` frames.
+    fn originate(&mut self, my: &WorkerCounters, now_ns: u64) {
+        for _ in 0..ORIGINATE_PER_SLOW_JOB {
+            let Some(mut m) = self.pool.alloc() else {
+                return;
+            };
+            let mut len = 0;
+            // Without a frame to send, `m` goes back to the pool when dropped.
+            let Some(port) = self
+                .processor
+                .originate(m.frame_and_tailroom(), &mut len, now_ns)
+            else {
+                return;
+            };
+            if m.set_len(len).is_err() {
+                my.drop_runtime(RuntimeDrop::BadLength, 1);
+                return;
+            }
+            match self.tx.get_mut(usize::from(port)) {
+                Some(q) => {
+                    bump(&my.originated, 1);
+                    account(my, q.push(m));
+                }
+                None => my.drop_runtime(RuntimeDrop::BadPort, 1),
             }
         }
     }

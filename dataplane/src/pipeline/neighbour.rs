@@ -54,19 +54,31 @@ pub const LEARNED_CAPACITY: usize = 64;
 
 /// Neighbours a worker saw since the last drain: fixed capacity, no allocation; what
 /// does not fit is dropped (and will be learned again from the next ARP/ND frame).
+///
+/// It also remembers the last [`RECENT_CAPACITY`] neighbours it learned after handing
+/// them out, so the worker can use a MAC in the milliseconds before the control thread
+/// publishes it (a SYN-ACK to a client whose SYN taught us its MAC).
 #[derive(Clone, Debug)]
 pub struct Learned {
     entries: [(IpAddr, MacAddr); LEARNED_CAPACITY],
     len: usize,
     overflowed: u64,
+    recent: [(IpAddr, MacAddr); RECENT_CAPACITY],
+    recent_next: usize,
 }
+
+/// Neighbours a worker remembers locally until the published snapshot has them.
+pub const RECENT_CAPACITY: usize = 16;
 
 impl Default for Learned {
     fn default() -> Self {
+        let unset = (IpAddr::from([0u8, 0, 0, 0]), [0; 6]);
         Learned {
-            entries: [(IpAddr::from([0u8, 0, 0, 0]), [0; 6]); LEARNED_CAPACITY],
+            entries: [unset; LEARNED_CAPACITY],
             len: 0,
             overflowed: 0,
+            recent: [unset; RECENT_CAPACITY],
+            recent_next: 0,
         }
     }
 }
@@ -84,6 +96,17 @@ impl Learned {
         }
         self.entries[self.len] = (addr, mac);
         self.len += 1;
+        self.recent[self.recent_next % RECENT_CAPACITY] = (addr, mac);
+        self.recent_next = self.recent_next.wrapping_add(1);
+    }
+
+    /// A MAC learned lately and perhaps not yet in the published snapshot (newest first).
+    /// A scan of a few entries: for the miss path only.
+    pub fn recent(&self, addr: IpAddr) -> Option<MacAddr> {
+        (1..=RECENT_CAPACITY.min(self.recent_next))
+            .map(|back| self.recent[self.recent_next.wrapping_sub(back) % RECENT_CAPACITY])
+            .find(|(a, _)| *a == addr)
+            .map(|(_, mac)| mac)
     }
 
     /// Hands out and forgets what was learned.
@@ -122,6 +145,9 @@ mod tests {
         }
         assert_eq!(l.drain().count(), LEARNED_CAPACITY);
         assert_eq!(l.overflowed(), 5);
+        // Drained entries stay usable locally until the snapshot has them.
+        assert_eq!(l.recent(a), Some([2; 6]));
+        assert_eq!(l.recent(IpAddr::from([198, 18, 9, 9])), None);
         let merged = known.with([(a, [9; 6])]);
         assert_eq!(merged.get(a), Some([9; 6]));
     }

@@ -91,6 +91,9 @@ drop_reasons! {
     NeighbourUnresolved = "neighbour_unresolved",
     /// The frame is too large to be turned into the reply it needed.
     NoRoom = "no_room",
+    /// A new flow whose reply key every usable backend already uses for a live flow of
+    /// the same client port (through another frontend).
+    NatClash = "nat_clash",
     /// Not for the appliance (a destination MAC of another host).
     NotForUs = "not_for_us",
     /// A neighbour solicitation for an address the appliance does not answer for, or a

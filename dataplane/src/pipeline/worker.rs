@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
-    ConnTrack, Direction, FlowHandle, FlowState, NatTarget, TcpFlags, Timeouts,
+    ConnTrack, Direction, InsertError, FlowHandle, FlowState, NatTarget, TcpFlags, Timeouts,
 };
 use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey};
 use crate::hash::{addr_word, mix64};
@@ -56,6 +56,10 @@ use crate::wire::{
 pub const SYN_RETRY_NS: u64 = 1_000_000_000;
 /// At most one ARP request / neighbour solicitation per next hop per this interval.
 pub const NEIGHBOUR_RETRY_NS: u64 = 100_000_000;
+/// Backends [`Worker::originate`] checks per call.
+pub const PROBE_BUDGET: usize = 64;
+/// An untagged Ethernet header.
+const ETHERNET_HEADER_LEN: usize = 14;
 /// TTL / hop limit of packets the appliance originates.
 const OWN_TTL: u8 = 64;
 /// Slots examined per `slow_job` call in each table.
@@ -92,6 +96,8 @@ pub struct Worker {
     rr: Box<[u32]>,
     rng: u64,
     pending: [(IpAddr, u64); PENDING_SLOTS],
+    /// Where [`Worker::originate`] resumes: (service index, backend index).
+    probe_cursor: (usize, usize),
 }
 
 /// Where the parts of an IP packet are in the frame, and what it says.
@@ -168,6 +174,7 @@ impl Worker {
             rr: vec![0u32; RR_SLOTS].into_boxed_slice(),
             rng: mix64(config.index as u64 ^ 0x7261_6e64_6f6d_2121) | 1,
             pending: [(IpAddr::from([0u8; 4]), 0); PENDING_SLOTS],
+            probe_cursor: (0, 0),
             routes,
             own,
             links,
@@ -615,24 +622,49 @@ impl Worker {
         let Some(svc) = table.service(sid) else {
             return Err(dropped(DropReason::NoBackend));
         };
+        // A new client on a connected prefix: its MAC is the frame's source, so replies
+        // need no ARP round trip (and no lost first SYN-ACK).
+        if self.on_link(at.port, ip.src) {
+            self.learned
+                .record(ctx.neighbours, ip.src, frame_src_mac(frame));
+        }
         let Some(b) = self.select(svc, sid, key, now, table) else {
             return match svc.no_backend() {
                 NoBackendAction::Drop => Err(dropped(DropReason::NoBackend)),
                 NoBackendAction::Reject => self.reject(frame, len, ip, ports, at),
             };
         };
-        let nat = NatTarget {
+        let nat = |b: &Backend| NatTarget {
             backend: b.addr,
             backend_port: b.port,
             service: sid,
             generation: table.generation(),
         };
-        match self.conntrack.insert(key, nat, now) {
+        let mut chosen = b;
+        match self.conntrack.insert(key, nat(&b), now) {
             Ok(h) => self.account(h, Direction::Forward, ip, ports, now),
+            Err(InsertError::ReverseConflict(_)) => {
+                // A live flow of this client port already reaches this backend through
+                // another frontend: its replies could not be told apart. Another
+                // backend whose reply key is free takes the flow; with none, it is
+                // dropped rather than answered from the wrong address.
+                let mut placed = None;
+                for other in svc.usable_backends().iter().filter(|o| **o != b) {
+                    if let Ok(h) = self.conntrack.insert(key, nat(other), now) {
+                        placed = Some((h, *other));
+                        break;
+                    }
+                }
+                let Some((h, other)) = placed else {
+                    return Err(dropped(DropReason::NatClash));
+                };
+                chosen = other;
+                self.account(h, Direction::Forward, ip, ports, now);
+            }
             Err(_) => bump(&self.counters.stateless_flows, 1),
         }
         bump(&self.counters.new_flows, 1);
-        self.dnat(frame, len, ip, b.addr, b.port, sid, true, at, now, ctx)
+        self.dnat(frame, len, ip, chosen.addr, chosen.port, sid, true, at, now, ctx)
     }
 
     /// Counts the packet in the flow and advances its TCP state.
@@ -1107,7 +1139,8 @@ impl Worker {
         let mac = self
             .config
             .assume_resolved
-            .or_else(|| ctx.neighbours.get(hop.addr));
+            .or_else(|| ctx.neighbours.get(hop.addr))
+            .or_else(|| self.learned.recent(hop.addr));
         if let Some(m) = mac {
             set_macs(frame, port_mac, m);
             return Ok(Verdict::Forward(hop.port));
@@ -1124,6 +1157,70 @@ impl Worker {
         port_mac: MacAddr,
         now: u64,
     ) -> Step<Verdict> {
+        self.probe(frame, len, l2, hop, port_mac, now)?;
+        PipelineCounters::drop(&self.counters, DropReason::NeighbourUnresolved);
+        bump(&self.counters.neighbour_requests, 1);
+        Ok(Verdict::Forward(hop.port))
+    }
+
+    /// Frames the worker originates: ARP requests / neighbour solicitations for the next
+    /// hops of backends it does not know yet, so the first packet of a flow to a new
+    /// backend does not wait for resolution. Worker 0 alone probes (the neighbour table
+    /// is shared); it checks at most `PROBE_BUDGET` backends per call, resuming where it
+    /// stopped, and asks for each hop at most once per `NEIGHBOUR_RETRY_NS`. `frame` is
+    /// a fresh buffer; returns the port to send the probe on, with `*len` set.
+    pub fn originate(
+        &mut self,
+        frame: &mut [u8],
+        len: &mut usize,
+        now_ns: u64,
+        ctx: &Context,
+    ) -> Option<u16> {
+        if self.config.index != 0 || self.config.assume_resolved.is_some() {
+            return None;
+        }
+        let services = ctx.table.services();
+        for _ in 0..PROBE_BUDGET {
+            let (si, bi) = self.probe_cursor;
+            let Some(svc) = services.get(si) else {
+                self.probe_cursor = (0, 0);
+                return None;
+            };
+            let Some(b) = svc.usable_backends().get(bi) else {
+                self.probe_cursor = (si + 1, 0);
+                continue;
+            };
+            self.probe_cursor = (si, bi + 1);
+            let Some(hop) = self.routes.lookup(b.addr) else {
+                continue;
+            };
+            if ctx.neighbours.get(hop.addr).is_some() {
+                continue;
+            }
+            let Some(port_mac) = self.config.ports.get(usize::from(hop.port)).map(|p| p.mac)
+            else {
+                continue;
+            };
+            if self.probe(frame, len, ETHERNET_HEADER_LEN, hop, port_mac, now_ns).is_ok() {
+                bump(&self.counters.neighbour_requests, 1);
+                return Some(hop.port);
+            }
+        }
+        None
+    }
+
+    /// Writes an ARP request (IPv4) or neighbour solicitation (IPv6) for `hop` over the
+    /// frame after its `l2` bytes of Ethernet header, unless one went out for the same
+    /// hop less than `NEIGHBOUR_RETRY_NS` ago.
+    fn probe(
+        &mut self,
+        frame: &mut [u8],
+        len: &mut usize,
+        l2: usize,
+        hop: NextHop,
+        port_mac: MacAddr,
+        now: u64,
+    ) -> Step<()> {
         let slot = (mix64(addr_word(hop.addr)) as usize) % PENDING_SLOTS;
         let Some(p) = self.pending.get_mut(slot) else {
             return Err(dropped(DropReason::NeighbourUnresolved));
@@ -1189,9 +1286,7 @@ impl Worker {
         };
         *p = (hop.addr, now.max(1));
         *len = total;
-        PipelineCounters::drop(&self.counters, DropReason::NeighbourUnresolved);
-        bump(&self.counters.neighbour_requests, 1);
-        Ok(Verdict::Forward(hop.port))
+        Ok(())
     }
 
     // ---------------------------------------------------------------- addresses
