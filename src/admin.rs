@@ -160,7 +160,13 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
 #[derive(Debug, Default)]
 struct Snapshot {
     /// (metric, help, is_counter, labels, value)
-    samples: Vec<(&'static str, &'static str, bool, Vec<(&'static str, String)>, f64)>,
+    samples: Vec<(
+        &'static str,
+        &'static str,
+        bool,
+        Vec<(&'static str, String)>,
+        f64,
+    )>,
 }
 
 impl Snapshot {
@@ -171,13 +177,41 @@ impl Snapshot {
             let worker = vec![("worker", i.to_string())];
             let c = |name, help, v: u64| (name, help, true, worker.clone(), v as f64);
             out.samples.extend([
-                c("kubypass_rx_frames", "Frames received from rx queues.", w.rx.load(r)),
-                c("kubypass_tx_frames", "Frames the tx queues took.", w.tx.load(r)),
-                c("kubypass_rx_bursts", "Non-empty rx bursts.", w.bursts.load(r)),
-                c("kubypass_empty_polls", "Loop turns that found no frame.", w.empty_polls.load(r)),
-                c("kubypass_steered_in_frames", "Frames received from other workers.", w.steered_in.load(r)),
-                c("kubypass_steered_out_frames", "Frames handed to their owning worker.", w.steered_out.load(r)),
-                c("kubypass_originated_frames", "Frames the appliance originated (ARP/ND probes).", w.originated.load(r)),
+                c(
+                    "kubypass_rx_frames",
+                    "Frames received from rx queues.",
+                    w.rx.load(r),
+                ),
+                c(
+                    "kubypass_tx_frames",
+                    "Frames the tx queues took.",
+                    w.tx.load(r),
+                ),
+                c(
+                    "kubypass_rx_bursts",
+                    "Non-empty rx bursts.",
+                    w.bursts.load(r),
+                ),
+                c(
+                    "kubypass_empty_polls",
+                    "Loop turns that found no frame.",
+                    w.empty_polls.load(r),
+                ),
+                c(
+                    "kubypass_steered_in_frames",
+                    "Frames received from other workers.",
+                    w.steered_in.load(r),
+                ),
+                c(
+                    "kubypass_steered_out_frames",
+                    "Frames handed to their owning worker.",
+                    w.steered_out.load(r),
+                ),
+                c(
+                    "kubypass_originated_frames",
+                    "Frames the appliance originated (ARP/ND probes).",
+                    w.originated.load(r),
+                ),
             ]);
             for why in RuntimeDrop::ALL {
                 out.samples.push((
@@ -193,15 +227,51 @@ impl Snapshot {
             let worker = vec![("worker", i.to_string())];
             let c = |name, help, v: u64| (name, help, true, worker.clone(), v as f64);
             out.samples.extend([
-                c("kubypass_pipeline_frames", "Frames the pipeline processed.", p.frames.load(r)),
-                c("kubypass_dnat_frames", "Frames translated client to backend.", p.dnat.load(r)),
-                c("kubypass_reverse_nat_frames", "Frames translated backend to client.", p.reverse_nat.load(r)),
-                c("kubypass_replies", "ARP/ND replies, RSTs and ICMP messages generated.", p.replies.load(r)),
-                c("kubypass_new_flows", "Flows created in connection tracking.", p.new_flows.load(r)),
-                c("kubypass_stateless_flows", "New flows served without a tracking entry.", p.stateless_flows.load(r)),
-                c("kubypass_icmp_translated", "ICMP errors translated for a tracked flow.", p.icmp_translated.load(r)),
-                c("kubypass_fragments_followed", "Later fragments translated from their first fragment.", p.fragments_followed.load(r)),
-                c("kubypass_neighbour_requests", "ARP/ND requests sent for unresolved next hops.", p.neighbour_requests.load(r)),
+                c(
+                    "kubypass_pipeline_frames",
+                    "Frames the pipeline processed.",
+                    p.frames.load(r),
+                ),
+                c(
+                    "kubypass_dnat_frames",
+                    "Frames translated client to backend.",
+                    p.dnat.load(r),
+                ),
+                c(
+                    "kubypass_reverse_nat_frames",
+                    "Frames translated backend to client.",
+                    p.reverse_nat.load(r),
+                ),
+                c(
+                    "kubypass_replies",
+                    "ARP/ND replies, RSTs and ICMP messages generated.",
+                    p.replies.load(r),
+                ),
+                c(
+                    "kubypass_new_flows",
+                    "Flows created in connection tracking.",
+                    p.new_flows.load(r),
+                ),
+                c(
+                    "kubypass_stateless_flows",
+                    "New flows served without a tracking entry.",
+                    p.stateless_flows.load(r),
+                ),
+                c(
+                    "kubypass_icmp_translated",
+                    "ICMP errors translated for a tracked flow.",
+                    p.icmp_translated.load(r),
+                ),
+                c(
+                    "kubypass_fragments_followed",
+                    "Later fragments translated from their first fragment.",
+                    p.fragments_followed.load(r),
+                ),
+                c(
+                    "kubypass_neighbour_requests",
+                    "ARP/ND requests sent for unresolved next hops.",
+                    p.neighbour_requests.load(r),
+                ),
             ]);
             out.samples.push((
                 "kubypass_conntrack_entries",
@@ -215,7 +285,10 @@ impl Snapshot {
                     "kubypass_pipeline_drops",
                     "Frames the pipeline dropped, by reason.",
                     true,
-                    vec![("worker", i.to_string()), ("reason", why.label().to_owned())],
+                    vec![
+                        ("worker", i.to_string()),
+                        ("reason", why.label().to_owned()),
+                    ],
                     p.drops(*why) as f64,
                 ));
             }
@@ -223,12 +296,36 @@ impl Snapshot {
         let m = s.shared.publisher.metrics();
         let g = |name, help, v: f64| (name, help, false, Vec::new(), v);
         out.samples.extend([
-            g("kubypass_table_generation", "Generation of the table workers read.", m.generation as f64),
-            g("kubypass_table_build_seconds", "Translate and build time of the last table.", m.last_build.as_secs_f64()),
-            g("kubypass_table_publish_latency_seconds", "From a change to the table that includes it being visible, last table.", m.last_change_to_visible.as_secs_f64()),
-            g("kubypass_table_publish_latency_max_seconds", "Largest change-to-visible latency since start.", m.max_change_to_visible.as_secs_f64()),
-            g("kubypass_source_in_sync", "1 while the object source is in sync.", f64::from(u8::from(s.shared.health.snapshot().in_sync))),
-            g("kubypass_neighbours", "Neighbours known.", s.shared.neighbours.load().len() as f64),
+            g(
+                "kubypass_table_generation",
+                "Generation of the table workers read.",
+                m.generation as f64,
+            ),
+            g(
+                "kubypass_table_build_seconds",
+                "Translate and build time of the last table.",
+                m.last_build.as_secs_f64(),
+            ),
+            g(
+                "kubypass_table_publish_latency_seconds",
+                "From a change to the table that includes it being visible, last table.",
+                m.last_change_to_visible.as_secs_f64(),
+            ),
+            g(
+                "kubypass_table_publish_latency_max_seconds",
+                "Largest change-to-visible latency since start.",
+                m.max_change_to_visible.as_secs_f64(),
+            ),
+            g(
+                "kubypass_source_in_sync",
+                "1 while the object source is in sync.",
+                f64::from(u8::from(s.shared.health.snapshot().in_sync)),
+            ),
+            g(
+                "kubypass_neighbours",
+                "Neighbours known.",
+                s.shared.neighbours.load().len() as f64,
+            ),
         ]);
         out.samples.push((
             "kubypass_tables_published",

@@ -72,7 +72,8 @@ impl Shared {
             fresh.push((addr, mac));
         }
         if !fresh.is_empty() {
-            self.neighbours.store(Arc::new(current.with(fresh.iter().copied())));
+            self.neighbours
+                .store(Arc::new(current.with(fresh.iter().copied())));
         }
         fresh.len()
     }
@@ -147,14 +148,21 @@ impl Plan {
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let prefix: IpCidr = r.prefix.parse().map_err(|e| {
-                bad(format!("route {:?}: {e}: write the prefix like 198.18.0.0/15", r.prefix))
-            })?;
-            let port = config.ports.iter().position(|p| p.name == r.port).ok_or_else(|| {
                 bad(format!(
-                    "route {:?}: no port named {:?}: use one of the names under `ports:`",
-                    r.prefix, r.port
+                    "route {:?}: {e}: write the prefix like 198.18.0.0/15",
+                    r.prefix
                 ))
             })?;
+            let port = config
+                .ports
+                .iter()
+                .position(|p| p.name == r.port)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "route {:?}: no port named {:?}: use one of the names under `ports:`",
+                        r.prefix, r.port
+                    ))
+                })?;
             routes.push(Route {
                 prefix,
                 port: port as u16,
@@ -173,11 +181,14 @@ impl Plan {
         }
         let source = match (&services.kubernetes, services.manifests.is_empty()) {
             (Some(_), false) => {
-                return Err(bad("services: give either `manifests` or `kubernetes`, not both".into()))
+                return Err(bad(
+                    "services: give either `manifests` or `kubernetes`, not both".into(),
+                ))
             }
-            (None, true) => {
-                return Err(bad("services: give `manifests:` (files or directories of YAML) or `kubernetes: {}`".into()))
-            }
+            (None, true) => return Err(bad(
+                "services: give `manifests:` (files or directories of YAML) or `kubernetes: {}`"
+                    .into(),
+            )),
             (Some(_), true) => SourceConfig::Kubernetes {
                 config: None,
                 options: Default::default(),
@@ -186,7 +197,13 @@ impl Plan {
                 paths: services
                     .manifests
                     .iter()
-                    .map(|p| if p.is_absolute() { p.clone() } else { config_dir.join(p) })
+                    .map(|p| {
+                        if p.is_absolute() {
+                            p.clone()
+                        } else {
+                            config_dir.join(p)
+                        }
+                    })
                     .collect(),
                 poll_interval: Duration::from_millis(services.poll_interval_ms.max(10)),
             },
@@ -210,7 +227,9 @@ impl Plan {
         };
         let d = &config.dataplane;
         if d.conntrack_capacity == 0 {
-            return Err(bad("dataplane.conntrack_capacity is 0: use at least 1024".into()));
+            return Err(bad(
+                "dataplane.conntrack_capacity is 0: use at least 1024".into()
+            ));
         }
         Ok(Plan {
             port_addrs,

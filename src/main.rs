@@ -2,10 +2,12 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use kubypass::appliance::{error_chain, start_control, Plan, ServiceProcessor, Shared, WorkerViews};
+use kubypass::appliance::{
+    error_chain, start_control, Plan, ServiceProcessor, Shared, WorkerViews,
+};
 use kubypass::config::{Config, PortConfig, ProcessorKind};
-use kubypass_control::replay;
 use kubypass::runtime::{self, PairedForwarder, RunOptions, SteerByHashForwarder};
+use kubypass_control::replay;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -179,7 +181,9 @@ fn real_main(cli: Cli) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     match config.workers.processor.resolve(&config) {
-        ProcessorKind::Service | ProcessorKind::Auto => run_service(&config, &a.config, &opts, stop)?,
+        ProcessorKind::Service | ProcessorKind::Auto => {
+            run_service(&config, &a.config, &opts, stop)?
+        }
         ProcessorKind::Paired => {
             runtime::run(&config, &opts, stop, |s| PairedForwarder::new(s.ports))?;
         }

@@ -36,7 +36,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a pcap capture (pcapng is not read: convert it with `editcap -F pcap`)")]
+    #[error(
+        "{path} is not a pcap capture (pcapng is not read: convert it with `editcap -F pcap`)"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -81,7 +83,12 @@ impl std::fmt::Display for Summary {
         writeln!(
             f,
             "frames in {}, out {} (forwarded {}, replies {}), to host {}, steered {}",
-            self.frames_in, self.frames_out, self.forwarded, self.replies, self.to_host, self.steered
+            self.frames_in,
+            self.frames_out,
+            self.forwarded,
+            self.replies,
+            self.to_host,
+            self.steered
         )?;
         let dropped: u64 = self.drops.iter().map(|(_, n)| n).sum();
         write!(f, "dropped {dropped}")?;

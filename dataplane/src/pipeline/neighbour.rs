@@ -140,14 +140,14 @@ mod tests {
         l.record(&known, a, [2; 6]);
         assert_eq!(l.drain().collect::<Vec<_>>(), vec![(a, [2; 6])]);
         assert!(l.is_empty());
+        // Drained entries stay usable locally until the snapshot has them.
+        assert_eq!(l.recent(a), Some([2; 6]));
+        assert_eq!(l.recent(IpAddr::from([198, 18, 9, 9])), None);
         for i in 0..(LEARNED_CAPACITY as u8 + 5) {
             l.record(&known, IpAddr::from([198, 18, 3, i]), [3; 6]);
         }
         assert_eq!(l.drain().count(), LEARNED_CAPACITY);
         assert_eq!(l.overflowed(), 5);
-        // Drained entries stay usable locally until the snapshot has them.
-        assert_eq!(l.recent(a), Some([2; 6]));
-        assert_eq!(l.recent(IpAddr::from([198, 18, 9, 9])), None);
         let merged = known.with([(a, [9; 6])]);
         assert_eq!(merged.get(a), Some([9; 6]));
     }

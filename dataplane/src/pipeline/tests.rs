@@ -1490,6 +1490,151 @@ fn service_and_backend_counters_survive_a_rebuild() {
     );
 }
 
+/// The backend address and port a forwarded frame was sent to.
+fn dnat_target(frame: &[u8]) -> (IpAddr, u16) {
+    let ip4 = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    let tcp = TcpPacket::new_checked(ip4.payload()).unwrap();
+    (IpAddr::V4(ip4.dst_addr()), tcp.dst_port())
+}
+
+#[test]
+fn a_client_port_reused_through_another_frontend_never_shares_a_reply_key() {
+    // One backend: flow A (client:40000 → VIP:80) is live; flow B from the same client
+    // port to another frontend of the same backend would share A's reply key.
+    let t = table_with(1, vec![backend(BE1, 8080)], None);
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let a = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    assert_eq!(run(&mut w, &t, &n, &a, 0, 1).0, Verdict::Forward(1));
+    let b = syn(from_client(), CLIENT, LB, 40000, 443).build();
+    assert_eq!(
+        run(&mut w, &t, &n, &b, 0, 2).0,
+        Verdict::Drop(DropReason::NatClash)
+    );
+    // The live flow still gets its replies from the frontend it used.
+    let reply = from_backend()
+        .ip(ip(BE1), ip(CLIENT))
+        .tcp(8080, 40000)
+        .syn_ack()
+        .build();
+    let (v, out) = run(&mut w, &t, &n, &reply, 1, 3);
+    assert_eq!(v, Verdict::Forward(0));
+    let back = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(IpAddr::V4(back.src_addr()), ip(VIP));
+
+    // Once A has closed (client RST), B takes the reply key over.
+    let rst = from_client()
+        .ip(ip(CLIENT), ip(VIP))
+        .tcp(40000, 80)
+        .rst()
+        .build();
+    run(&mut w, &t, &n, &rst, 0, 4);
+    assert_eq!(run(&mut w, &t, &n, &b, 0, 5).0, Verdict::Forward(1));
+    let (v, out) = run(&mut w, &t, &n, &reply, 1, 6);
+    assert_eq!(v, Verdict::Forward(0));
+    let back = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(IpAddr::V4(back.src_addr()), ip(LB));
+    assert_eq!(
+        TcpPacket::new_checked(back.payload()).unwrap().src_port(),
+        443
+    );
+}
+
+#[test]
+fn a_reply_key_clash_with_a_live_flow_moves_the_new_flow_to_another_backend() {
+    let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    for port in 40000..40040 {
+        let a = syn(from_client(), CLIENT, VIP, port, 80).build();
+        let (va, out_a) = run(&mut w, &t, &n, &a, 0, 1);
+        let b = syn(from_client(), CLIENT, LB, port, 443).build();
+        let (vb, out_b) = run(&mut w, &t, &n, &b, 0, 2);
+        assert_eq!((va, vb), (Verdict::Forward(1), Verdict::Forward(1)));
+        // Whatever Maglev picked for B, it never lands on A's backend.
+        assert_ne!(
+            dnat_target(&out_a),
+            dnat_target(&out_b),
+            "client port {port}"
+        );
+    }
+}
+
+#[test]
+fn new_clients_are_gleaned_and_their_replies_need_no_arp() {
+    let t = table();
+    let mut cfg = config(0, 1);
+    cfg.assume_resolved = None;
+    let mut w = Worker::new(cfg);
+    // The backend is known; the client is not in the published snapshot.
+    let n = NeighbourTable::new([(ip(BE1), HOP.0)]);
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    assert_eq!(run(&mut w, &t, &n, &s, 0, 1).0, Verdict::Forward(1));
+    let learned: Vec<_> = w.learned().drain().collect();
+    assert_eq!(learned, vec![(ip(CLIENT), CLIENT_MAC.0)]);
+    // Before the control thread publishes it, the SYN-ACK already finds the client.
+    let reply = from_backend()
+        .ip(ip(BE1), ip(CLIENT))
+        .tcp(8080, 40000)
+        .syn_ack()
+        .build();
+    let (v, out) = run(&mut w, &t, &n, &reply, 1, 2);
+    assert_eq!(v, Verdict::Forward(0));
+    let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+    assert_eq!(eth.dst_addr(), CLIENT_MAC);
+    assert_eq!(w.counters().drops(DropReason::NeighbourUnresolved), 0);
+}
+
+#[test]
+fn worker_zero_probes_the_next_hops_of_unresolved_backends() {
+    use crate::wire::{ArpPacket, ArpRepr};
+    let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+    let known = NeighbourTable::new([(ip(BE1), HOP.0)]);
+    let ctx = Context {
+        table: &t,
+        neighbours: &known,
+    };
+    let probe_all = |w: &mut Worker, now: u64| {
+        let mut targets = Vec::new();
+        let mut ns = 0;
+        let mut buf = vec![0u8; 2048];
+        let mut len = 0;
+        while let Some(port) = w.originate(&mut buf, &mut len, now, &ctx) {
+            assert_eq!(port, 1, "backends sit behind port 1");
+            let eth = EthernetFrame::new_checked(&buf[..len]).unwrap();
+            match eth.ethertype() {
+                EtherType::Arp => {
+                    let arp = ArpPacket::new_checked(eth.payload()).unwrap();
+                    targets.push(IpAddr::V4(ArpRepr::parse(&arp).target_ip));
+                }
+                EtherType::Ipv6 => ns += 1,
+                other => panic!("unexpected probe {other:?}"),
+            }
+        }
+        targets.sort();
+        (targets, ns)
+    };
+    let mut cfg = config(0, 2);
+    cfg.assume_resolved = None;
+    let mut w0 = Worker::new(cfg.clone());
+    // BE2 and BE3 are unknown (BE1 is resolved), and the IPv6 backend gets an NS.
+    let (targets, ns) = probe_all(&mut w0, 1_000);
+    assert_eq!(targets, vec![ip(BE2), ip(BE3)]);
+    assert_eq!(ns, 1);
+    assert_eq!(relaxed(&w0.counters().neighbour_requests), 3);
+    // Within the retry interval nothing is asked again; after it, everything is.
+    assert_eq!(probe_all(&mut w0, 2_000), (vec![], 0));
+    let later = 1_000 + worker::NEIGHBOUR_RETRY_NS;
+    assert_eq!(probe_all(&mut w0, later).0, vec![ip(BE2), ip(BE3)]);
+    // Only worker 0 probes; with every next hop assumed resolved, nobody does.
+    cfg.index = 1;
+    assert_eq!(probe_all(&mut Worker::new(cfg), 1_000), (vec![], 0));
+    assert_eq!(
+        probe_all(&mut Worker::new(config(0, 1)), 1_000),
+        (vec![], 0)
+    );
+}
+
 #[test]
 fn a_full_conntrack_table_still_forwards_statelessly() {
     let t = table();

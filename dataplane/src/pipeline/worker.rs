@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
-    ConnTrack, Direction, InsertError, FlowHandle, FlowState, NatTarget, TcpFlags, Timeouts,
+    ConnTrack, Direction, FlowHandle, FlowState, InsertError, NatTarget, TcpFlags, Timeouts,
 };
 use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey};
 use crate::hash::{addr_word, mix64};
@@ -664,7 +664,18 @@ impl Worker {
             Err(_) => bump(&self.counters.stateless_flows, 1),
         }
         bump(&self.counters.new_flows, 1);
-        self.dnat(frame, len, ip, chosen.addr, chosen.port, sid, true, at, now, ctx)
+        self.dnat(
+            frame,
+            len,
+            ip,
+            chosen.addr,
+            chosen.port,
+            sid,
+            true,
+            at,
+            now,
+            ctx,
+        )
     }
 
     /// Counts the packet in the flow and advances its TCP state.
@@ -1197,11 +1208,13 @@ impl Worker {
             if ctx.neighbours.get(hop.addr).is_some() {
                 continue;
             }
-            let Some(port_mac) = self.config.ports.get(usize::from(hop.port)).map(|p| p.mac)
-            else {
+            let Some(port_mac) = self.config.ports.get(usize::from(hop.port)).map(|p| p.mac) else {
                 continue;
             };
-            if self.probe(frame, len, ETHERNET_HEADER_LEN, hop, port_mac, now_ns).is_ok() {
+            if self
+                .probe(frame, len, ETHERNET_HEADER_LEN, hop, port_mac, now_ns)
+                .is_ok()
+            {
                 bump(&self.counters.neighbour_requests, 1);
                 return Some(hop.port);
             }
