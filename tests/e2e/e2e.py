@@ -410,6 +410,41 @@ def drop_total():
     return total
 
 
+def metric_sum(name, **labels):
+    """Sum of the samples of metric `name` whose labels include `labels`."""
+    url = os.environ["KBP_ADMIN_URL"].rstrip("/") + "/metrics"
+    ns = os.environ.get("KBP_ADMIN_NETNS", "kbp-appl")
+    res = subprocess.run(["ip", "netns", "exec", ns, "curl", "-sf", "-m", "3", url],
+                         capture_output=True, text=True)
+    expect(res.returncode == 0, "GET %s in %s failed: %s" % (url, ns, res.stderr.strip()))
+    total = 0.0
+    for line in res.stdout.splitlines():
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+@check("replies_reach_their_flow")
+def _owners(ctx):
+    # Every reply of every flow so far met its flow's state: none arrived on a worker
+    # that did not own it (steering) and none outlived its flow.
+    if not os.environ.get("KBP_ADMIN_URL"):
+        return "KBP_ADMIN_URL unset: not checked"
+    lost = metric_sum("kubypass_pipeline_drops_total", reason="no_flow")
+    expect(lost == 0, "%g frames matched no flow (a reply on a worker without its flow?)" % lost)
+    detail = "no frame without its flow"
+    workers = int(os.environ.get("KBP_WORKERS", "1"))
+    if workers > 1:
+        steered = metric_sum("kubypass_steered_out_frames_total")
+        expect(steered > 0, "%d workers but no frame was steered to its owner" % workers)
+        detail += "; %d frames steered to their owners" % steered
+    return detail
+
+
 @check("malformed_frames_then_serves")
 def _malformed(ctx):
     dst = appliance_mac()
