@@ -1636,6 +1636,37 @@ fn worker_zero_probes_the_next_hops_of_unresolved_backends() {
 }
 
 #[test]
+fn a_syn_reusing_a_closed_flows_port_is_a_new_flow_on_current_backends() {
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let one = table_with(1, vec![backend(BE1, 8080)], None);
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    let (_, out) = run(&mut w, &one, &n, &s, 0, 1);
+    assert_eq!(dnat_target(&out), (ip(BE1), 8080));
+    // BE1 leaves while the connection is open: it keeps draining there.
+    let two = table_with(2, vec![backend(BE2, 8080)], Some(&one));
+    let data = from_client()
+        .ip(ip(CLIENT), ip(VIP))
+        .tcp(40000, 80)
+        .ack(1)
+        .payload(b"GET /")
+        .build();
+    let (_, out) = run(&mut w, &two, &n, &data, 0, 2);
+    let ip4 = Ipv4Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(IpAddr::V4(ip4.dst_addr()), ip(BE1));
+    // The client resets it and later reuses the port: the new SYN is a new flow.
+    let rst = from_client()
+        .ip(ip(CLIENT), ip(VIP))
+        .tcp(40000, 80)
+        .rst()
+        .build();
+    run(&mut w, &two, &n, &rst, 0, 3);
+    let (v, out) = run(&mut w, &two, &n, &s, 0, 4);
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(dnat_target(&out), (ip(BE2), 8080));
+}
+
+#[test]
 fn a_full_conntrack_table_still_forwards_statelessly() {
     let t = table();
     let n = NeighbourTable::default();

@@ -503,6 +503,17 @@ impl Worker {
                 let sid = service.unwrap_or(NO_SERVICE);
                 self.reverse(frame, len, &ip, &ports, h, sid, at, now, ctx)
             }
+            (Some((h, Direction::Forward)), Some(fe)) if self.reopens(h, &ip, &ports) => {
+                // A new connection on a closed flow's 5-tuple (the client reused its
+                // port): a new flow, balanced on the current backends, as the kernel's
+                // conntrack reopens a TIME_WAIT entry on a SYN.
+                self.conntrack.remove(h);
+                if !fe.admits(ip.src) {
+                    return Err(dropped(DropReason::SourceRangeDenied));
+                }
+                let sid = fe.service;
+                self.forward_new(frame, len, &ip, &ports, &key, sid, at, now, ctx)
+            }
             (Some((h, Direction::Forward)), _) => {
                 let sid = service.unwrap_or(NO_SERVICE);
                 self.forward_tracked(frame, len, &ip, &ports, &key, h, sid, at, now, ctx)
@@ -516,6 +527,20 @@ impl Worker {
             }
             (None, None) => Err(dropped(DropReason::NoFlow)),
         }
+    }
+
+    /// Whether a client→frontend segment opens a new connection over a tracked flow that
+    /// has closed: a bare SYN on a flow past its FIN or RST.
+    fn reopens(&self, h: FlowHandle, ip: &Ip, ports: &Ports) -> bool {
+        let syn_only = ports.flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN;
+        ip.proto == 6
+            && syn_only
+            && self.conntrack.flow(h).is_some_and(|f| {
+                matches!(
+                    f.state(),
+                    FlowState::TcpFinWait | FlowState::TcpTimeWait | FlowState::TcpClose
+                )
+            })
     }
 
     /// Checks a tracked flow against a changed table. Returns the flow's service id in
