@@ -40,12 +40,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// of changes becomes one table.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// The task that keeps a source's objects current.
+type SourceFeed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Where objects come from.
 #[derive(Clone, Debug)]
 pub enum SourceConfig {
     /// The Kubernetes API; `None` infers the configuration (kubeconfig, then in-cluster).
     Kubernetes {
-        config: Option<kube::Config>,
+        config: Option<Box<kube::Config>>,
         options: kubernetes::WatchOptions,
     },
     /// Manifest files and directories, checked every `poll_interval`.
@@ -74,16 +77,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let changes = Changes::new();
-    let (source, feed): (
-        Arc<dyn Source>,
-        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) = match config.source {
+    let (source, feed): (Arc<dyn Source>, SourceFeed) = match config.source {
         SourceConfig::Kubernetes {
             config: kube_config,
             options,
         } => {
             let client = match kube_config {
-                Some(c) => kubernetes::client(c),
+                Some(c) => kubernetes::client(*c),
                 None => kubernetes::infer_client().await,
             }
             .map_err(Error::Kubernetes)?;
@@ -124,7 +124,9 @@ pub async fn publish_changes(
     loop {
         changes.wait().await;
         tokio::time::sleep(debounce).await;
-        let changed_at = changes.take();
+        let Some(changed_at) = changes.take() else {
+            continue; // A wake-up whose change an earlier build already took.
+        };
         let Some(objects) = source.snapshot() else {
             continue; // Not synced yet: keep the current table.
         };
@@ -146,7 +148,7 @@ pub async fn publish_changes(
         let generation = translation.table.generation();
         tracing::debug!(generation, ?build_time, "table built");
         publisher
-            .publish(translation.table, changed_at, build_time)
+            .publish(translation.table, Some(changed_at), build_time)
             .map_err(Error::Publish)?;
         publisher.set_report(Report {
             generation,

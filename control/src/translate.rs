@@ -184,7 +184,8 @@ where
 #[derive(Debug)]
 pub struct Translator {
     settings: ProxySettings,
-    /// Keyed by the address of the Service object, which the entry keeps alive.
+    /// Keyed by the address of the Service object, which the entry keeps alive (so the
+    /// address cannot be reused by another object while cached).
     cache: HashMap<usize, CacheEntry>,
     pass: u64,
 }
@@ -226,7 +227,8 @@ impl Translator {
             let key = Arc::as_ptr(svc) as usize;
             let joined = slices_of(&index, svc);
             let fresh = self.cache.get(&key).is_some_and(|e| {
-                e.slices.len() == joined.len()
+                Arc::ptr_eq(&e.service, svc)
+                    && e.slices.len() == joined.len()
                     && e.slices.iter().zip(joined).all(|(a, b)| Arc::ptr_eq(a, b))
             });
             if fresh {
@@ -1766,7 +1768,7 @@ mod tests {
             },
         );
         let t = translate(
-            &[s.clone()],
+            std::slice::from_ref(&s),
             &[http_slice("web", &["10.0.0.1"])],
             &settings(),
             None,
