@@ -169,3 +169,56 @@ pub fn load_manifests(paths: &[PathBuf], settings: &ProxySettings) -> Result<Tra
         None,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A source whose objects the test sets directly.
+    struct Fixed(Mutex<Option<Objects>>);
+
+    impl Source for Fixed {
+        fn snapshot(&self) -> Option<Objects> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_changes_becomes_one_table() {
+        let source = Arc::new(Fixed(Mutex::new(None)));
+        let changes = Changes::new();
+        let publisher = Publisher::new();
+        let task = tokio::spawn(publish_changes(
+            source.clone(),
+            changes.clone(),
+            ProxySettings::default(),
+            Duration::from_millis(50),
+            publisher.clone(),
+        ));
+
+        // Not synced: a change publishes nothing.
+        changes.mark();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(publisher.metrics().published, 0);
+
+        *source.0.lock().unwrap() = Some(Objects::default());
+        for _ in 0..100 {
+            changes.mark();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = publisher.metrics();
+        assert_eq!(m.published, 1, "100 marks in one burst, one table");
+        assert_eq!(m.generation, 1);
+        assert!(
+            m.last_change_to_visible >= Duration::from_millis(50),
+            "{m:?}"
+        );
+
+        changes.mark();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(publisher.metrics().published, 2);
+        assert_eq!(publisher.reader().load().generation(), 2);
+        task.abort();
+    }
+}
