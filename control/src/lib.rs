@@ -131,6 +131,7 @@ pub async fn publish_changes(
             continue; // Not synced yet: keep the current table.
         };
         let previous = publisher.current();
+        let previous_report = publisher.report();
         let Some(mut t) = translator.take() else {
             return Ok(()); // A build panicked earlier (reported then).
         };
@@ -142,7 +143,10 @@ pub async fn publish_changes(
         .await
         .map_err(Error::Build)?;
         translator = Some(t);
-        for w in &translation.warnings {
+        // Log each warning once, not again on every later table.
+        let known: std::collections::HashSet<&translate::Warning> =
+            previous_report.warnings.iter().collect();
+        for w in translation.warnings.iter().filter(|w| !known.contains(w)) {
             tracing::warn!(%w, "object skipped");
         }
         let generation = translation.table.generation();

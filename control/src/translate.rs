@@ -137,7 +137,7 @@ pub struct PoolStatus {
 }
 
 /// Something translation skipped, naming the object it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Warning {
     /// `Service ns/name` or `EndpointSlice ns/name`.
     pub object: String,
