@@ -41,12 +41,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// of changes becomes one table.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(10);
 
+/// The task that keeps a source's objects current.
+type SourceFeed = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Where objects come from.
 #[derive(Clone, Debug)]
 pub enum SourceConfig {
     /// The Kubernetes API; `None` infers the configuration (kubeconfig, then in-cluster).
     Kubernetes {
-        config: Option<kube::Config>,
+        config: Option<Box<kube::Config>>,
         options: kubernetes::WatchOptions,
     },
     /// Manifest files and directories, checked every `poll_interval`.
@@ -75,16 +78,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let changes = Changes::new();
-    let (source, feed): (
-        Arc<dyn Source>,
-        std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) = match config.source {
+    let (source, feed): (Arc<dyn Source>, SourceFeed) = match config.source {
         SourceConfig::Kubernetes {
             config: kube_config,
             options,
         } => {
             let client = match kube_config {
-                Some(c) => kubernetes::client(c),
+                Some(c) => kubernetes::client(*c),
                 None => kubernetes::infer_client().await,
             }
             .map_err(Error::Kubernetes)?;
@@ -125,11 +125,14 @@ pub async fn publish_changes(
     loop {
         changes.wait().await;
         tokio::time::sleep(debounce).await;
-        let changed_at = changes.take();
+        let Some(changed_at) = changes.take() else {
+            continue; // A wake-up whose change an earlier build already took.
+        };
         let Some(objects) = source.snapshot() else {
             continue; // Not synced yet: keep the current table.
         };
         let previous = publisher.current();
+        let previous_report = publisher.report();
         let Some(mut t) = translator.take() else {
             return Ok(()); // A build panicked earlier (reported then).
         };
@@ -141,13 +144,16 @@ pub async fn publish_changes(
         .await
         .map_err(Error::Build)?;
         translator = Some(t);
-        for w in &translation.warnings {
+        // Log each warning once, not again on every later table.
+        let known: std::collections::HashSet<&translate::Warning> =
+            previous_report.warnings.iter().collect();
+        for w in translation.warnings.iter().filter(|w| !known.contains(w)) {
             tracing::warn!(%w, "object skipped");
         }
         let generation = translation.table.generation();
         tracing::debug!(generation, ?build_time, "table built");
         publisher
-            .publish(translation.table, changed_at, build_time)
+            .publish(translation.table, Some(changed_at), build_time)
             .map_err(Error::Publish)?;
         publisher.set_report(Report {
             generation,
@@ -167,4 +173,57 @@ pub fn load_manifests(paths: &[PathBuf], settings: &ProxySettings) -> Result<Tra
         settings,
         None,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A source whose objects the test sets directly.
+    struct Fixed(Mutex<Option<Objects>>);
+
+    impl Source for Fixed {
+        fn snapshot(&self) -> Option<Objects> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_changes_becomes_one_table() {
+        let source = Arc::new(Fixed(Mutex::new(None)));
+        let changes = Changes::new();
+        let publisher = Publisher::new();
+        let task = tokio::spawn(publish_changes(
+            source.clone(),
+            changes.clone(),
+            ProxySettings::default(),
+            Duration::from_millis(50),
+            publisher.clone(),
+        ));
+
+        // Not synced: a change publishes nothing.
+        changes.mark();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(publisher.metrics().published, 0);
+
+        *source.0.lock().unwrap() = Some(Objects::default());
+        for _ in 0..100 {
+            changes.mark();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let m = publisher.metrics();
+        assert_eq!(m.published, 1, "100 marks in one burst, one table");
+        assert_eq!(m.generation, 1);
+        assert!(
+            m.last_change_to_visible >= Duration::from_millis(50),
+            "{m:?}"
+        );
+
+        changes.mark();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(publisher.metrics().published, 2);
+        assert_eq!(publisher.reader().load().generation(), 2);
+        task.abort();
+    }
 }

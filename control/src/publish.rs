@@ -107,7 +107,9 @@ impl Publisher {
         if offered <= current && self.stats.published.load(Ordering::Relaxed) > 0 {
             return Err(Error::StaleGeneration { offered, current });
         }
-        self.current.store(Arc::new(table));
+        // Visible from the swap on; the old table is released after the figures are
+        // taken (freed here unless a reader still holds it).
+        let old = self.current.swap(Arc::new(table));
         let visible = changed_at.map(|t| t.elapsed());
         let s = &self.stats;
         s.generation.store(offered, Ordering::Relaxed);
@@ -123,6 +125,7 @@ impl Publisher {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         s.last_publish_unix_ms.store(ms, Ordering::Relaxed);
+        drop(old);
         Ok(())
     }
 

@@ -179,11 +179,12 @@ impl SourceHealth {
     pub fn is_healthy(&self, max_out_of_sync: Duration) -> bool {
         let s = self.snapshot();
         s.synced_once
-            && s.failing_since.is_none_or(|t| {
-                SystemTime::now()
+            && match s.failing_since {
+                None => true,
+                Some(t) => SystemTime::now()
                     .duration_since(t)
-                    .map_or(true, |d| d < max_out_of_sync)
-            })
+                    .map_or(true, |d| d < max_out_of_sync),
+            }
     }
 }
 

@@ -31,13 +31,14 @@
 //! - `loadBalancerSourceRanges` restrict the load balancer frontends.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use kubypass_dataplane::hash::FastMap;
 use kubypass_dataplane::table::{
     Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
     ServiceId, ServiceSpec, ServiceTable,
@@ -136,7 +137,7 @@ pub struct PoolStatus {
 }
 
 /// Something translation skipped, naming the object it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Warning {
     /// `Service ns/name` or `EndpointSlice ns/name`.
     pub object: String,
@@ -184,8 +185,9 @@ where
 #[derive(Debug)]
 pub struct Translator {
     settings: ProxySettings,
-    /// Keyed by the address of the Service object, which the entry keeps alive.
-    cache: HashMap<usize, CacheEntry>,
+    /// Keyed by the address of the Service object, which the entry keeps alive (so the
+    /// address cannot be reused by another object while cached).
+    cache: FastMap<usize, CacheEntry>,
     pass: u64,
 }
 
@@ -201,7 +203,7 @@ impl Translator {
     pub fn new(settings: ProxySettings) -> Self {
         Translator {
             settings,
-            cache: HashMap::new(),
+            cache: FastMap::default(),
             pass: 0,
         }
     }
@@ -226,7 +228,8 @@ impl Translator {
             let key = Arc::as_ptr(svc) as usize;
             let joined = slices_of(&index, svc);
             let fresh = self.cache.get(&key).is_some_and(|e| {
-                e.slices.len() == joined.len()
+                Arc::ptr_eq(&e.service, svc)
+                    && e.slices.len() == joined.len()
                     && e.slices.iter().zip(joined).all(|(a, b)| Arc::ptr_eq(a, b))
             });
             if fresh {
@@ -260,8 +263,9 @@ impl Translator {
 
 /// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
 /// is deterministic. Headless Services' slices and unlabelled slices are left out.
-fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str), Vec<&E>> {
-    let mut by_service: HashMap<(&str, &str), Vec<&E>> = HashMap::new();
+fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> FastMap<(&str, &str), Vec<&E>> {
+    let mut by_service: FastMap<(&str, &str), Vec<&E>> = FastMap::default();
+    by_service.reserve(slices.len());
     for e in slices {
         let slice = e.borrow();
         let labels = slice.metadata.labels.as_ref();
@@ -274,7 +278,7 @@ fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str),
         let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
         by_service.entry((ns, svc.as_str())).or_default().push(e);
     }
-    for list in by_service.values_mut() {
+    for list in by_service.values_mut().filter(|l| l.len() > 1) {
         list.sort_by(|a, b| {
             let (a, b): (&EndpointSlice, &EndpointSlice) = ((*a).borrow(), (*b).borrow());
             a.metadata.name.cmp(&b.metadata.name)
@@ -284,7 +288,7 @@ fn index_slices<E: Borrow<EndpointSlice>>(slices: &[E]) -> HashMap<(&str, &str),
 }
 
 fn slices_of<'i, 'k, 'a, E: Borrow<EndpointSlice>>(
-    index: &'i HashMap<(&'k str, &'k str), Vec<&'a E>>,
+    index: &'i FastMap<(&'k str, &'k str), Vec<&'a E>>,
     svc: &'k Service,
 ) -> &'i [&'a E] {
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
@@ -1766,7 +1770,7 @@ mod tests {
             },
         );
         let t = translate(
-            &[s.clone()],
+            std::slice::from_ref(&s),
             &[http_slice("web", &["10.0.0.1"])],
             &settings(),
             None,

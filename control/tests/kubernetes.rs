@@ -342,7 +342,9 @@ async fn watches_a_fake_api_server_through_failures() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let config = ControlConfig {
         source: SourceConfig::Kubernetes {
-            config: Some(kube::Config::new(format!("http://{addr}").parse().unwrap())),
+            config: Some(Box::new(kube::Config::new(
+                format!("http://{addr}").parse().unwrap(),
+            ))),
             options: kubypass_control::kubernetes::WatchOptions {
                 probe_interval: Duration::from_millis(100),
                 page_size: 3,
