@@ -479,6 +479,97 @@ pub async fn every(period: Duration, stop: Arc<AtomicBool>, mut f: impl FnMut())
 mod tests {
     use super::*;
 
+    fn lab_config() -> Config {
+        Config::parse(include_str!("../deploy/examples/lab.yaml")).unwrap()
+    }
+
+    fn plan_error(config: &Config) -> String {
+        Plan::new(config, Path::new("/etc/kubypass"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_lab_config_plans_ports_nodes_and_manifests() {
+        let config = lab_config();
+        assert_eq!(
+            crate::config::ProcessorKind::Auto.resolve(&config),
+            crate::config::ProcessorKind::Service
+        );
+        let plan = Plan::new(&config, Path::new("/etc/kubypass")).unwrap();
+        let a1: IpAddr = "198.18.1.1".parse().unwrap();
+        let a2: IpAddr = "198.18.2.1".parse().unwrap();
+        assert_eq!(plan.port_addrs, vec![vec![(a1, 24)], vec![(a2, 24)]]);
+        // Node addresses default to every port address.
+        assert_eq!(plan.control.settings.node_addresses, vec![a1, a2]);
+        match &plan.control.source {
+            SourceConfig::Manifests { paths, .. } => {
+                assert_eq!(paths, &[Path::new("/etc/kubypass/manifests").to_path_buf()]);
+            }
+            other => panic!("want manifests, got {other:?}"),
+        }
+        assert_eq!(plan.admin, Some("127.0.0.1:10256".parse().unwrap()));
+        let w = plan.worker_config(1, 2, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        assert_eq!((w.index, w.workers), (1, 2));
+        assert_eq!(w.ports[1].mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(w.ports[1].addrs, vec![(a2, 24)]);
+    }
+
+    #[test]
+    fn service_config_mistakes_are_named_with_their_fix() {
+        let mut c = lab_config();
+        c.services = None;
+        assert!(plan_error(&c).contains("no `services:` section"));
+
+        let mut c = lab_config();
+        c.ports[0].addresses = vec!["198.18.1.1".into()];
+        assert!(plan_error(&c).contains("not ADDRESS/PREFIX"));
+
+        let mut c = lab_config();
+        c.routes = vec![crate::config::RouteConfig {
+            prefix: "198.18.0.0/15".into(),
+            port: "nope".into(),
+            via: None,
+        }];
+        assert!(plan_error(&c).contains("no port named \"nope\""));
+
+        let mut c = lab_config();
+        c.neighbours = vec![crate::config::NeighbourConfig {
+            address: "198.18.2.11".parse().unwrap(),
+            mac: "02:00".into(),
+        }];
+        assert!(plan_error(&c).contains("not six hex bytes"));
+
+        let mut c = lab_config();
+        if let Some(s) = c.services.as_mut() {
+            s.kubernetes = Some(Default::default());
+        }
+        assert!(plan_error(&c).contains("not both"));
+
+        let mut c = lab_config();
+        for p in &mut c.ports {
+            p.addresses.clear();
+        }
+        assert!(plan_error(&c).contains("no port has an address"));
+    }
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac("02:00:c6:12:01:02"),
+            Some([2, 0, 0xc6, 0x12, 1, 2])
+        );
+        assert_eq!(
+            parse_mac("02-00-c6-12-01-02"),
+            Some([2, 0, 0xc6, 0x12, 1, 2])
+        );
+        assert_eq!(parse_mac("02:00:c6:12:01"), None);
+        assert_eq!(parse_mac("02:00:c6:12:01:02:03"), None);
+        assert_eq!(parse_mac("2:0:c6:12:1:2"), None);
+        assert_eq!(parse_mac("zz:00:c6:12:01:02"), None);
+    }
+
     #[test]
     fn learned_neighbours_are_merged_and_published_once() {
         let a: IpAddr = "198.18.1.2".parse().unwrap();
