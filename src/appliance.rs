@@ -517,6 +517,18 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_example_plans_a_watch_with_routes() {
+        let c = Config::parse(include_str!("../deploy/examples/kubernetes.yaml")).unwrap();
+        c.validate().unwrap();
+        let plan = Plan::new(&c, Path::new("/etc/kubypass")).unwrap();
+        assert!(matches!(plan.control.source, SourceConfig::Kubernetes { .. }));
+        assert_eq!(plan.control.settings.seed, 7);
+        assert_eq!(plan.routes.len(), 1);
+        assert_eq!(plan.routes[0].port, 1);
+        assert_eq!(plan.conntrack_capacity, 1 << 20);
+    }
+
+    #[test]
     fn service_config_mistakes_are_named_with_their_fix() {
         let mut c = lab_config();
         c.services = None;
