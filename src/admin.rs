@@ -307,7 +307,7 @@ impl Snapshot {
         out.samples.extend([
             g(
                 "kubypass_table_generation",
-                "Generation of the table workers read.",
+                "Generation of the latest table built.",
                 m.generation as f64,
             ),
             g(
@@ -334,6 +334,16 @@ impl Snapshot {
                 "kubypass_neighbours",
                 "Neighbours known.",
                 s.shared.neighbours.load().len() as f64,
+            ),
+            g(
+                "kubypass_table_gate_wait_seconds",
+                "How long the last table waited for its new backends' next hops before workers saw it.",
+                s.shared.gate_wait_ns.load(r) as f64 / 1e9,
+            ),
+            g(
+                "kubypass_table_visible_generation",
+                "Generation of the table workers read.",
+                s.shared.visible.load().generation() as f64,
             ),
         ]);
         out.samples.push((

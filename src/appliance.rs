@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
-use kubypass_control::{Publisher, SourceHealth, TableReader};
+use kubypass_control::{Publisher, SourceHealth};
 use kubypass_dataplane::pipeline::{
     Context, MacAddr, NeighbourTable, PipelineCounters, Verdict, Worker, WorkerConfig,
 };
@@ -23,7 +23,8 @@ use kubypass_dataplane::table::ServiceTable;
 use crate::config::{Config, ConfigError, SchedulerKind};
 use crate::runtime::{Action, FrameProcessor, WorkerCounters};
 use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
-use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route};
+use kubypass_dataplane::hash::FastSet;
+use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route, Routes};
 use kubypass_dataplane::table::{IpCidr, Scheduler};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,10 +35,22 @@ pub const MAX_NEIGHBOURS: usize = 65_536;
 /// Capacity of the queue from workers to the control thread.
 pub const LEARNED_QUEUE: usize = 4096;
 
+/// Longest a new table waits for its new backends' next hops to resolve before workers
+/// see it anyway.
+pub const GATE_MAX_WAIT: Duration = Duration::from_millis(200);
+
 /// The lock-free handles shared by workers and the control thread.
 #[derive(Clone)]
 pub struct Shared {
+    /// Where the control plane publishes each table it builds.
     pub publisher: Publisher,
+    /// The table workers read: the control plane's latest, once the next hops of the
+    /// backends it adds are resolved (see [`Gate`]).
+    pub visible: Arc<ArcSwap<ServiceTable>>,
+    /// A table held at the gate: worker 0 probes its backends' next hops.
+    pub pending: Arc<ArcSwapOption<ServiceTable>>,
+    /// How long the last table waited at the gate, in nanoseconds.
+    pub gate_wait_ns: Arc<AtomicU64>,
     pub neighbours: Arc<ArcSwap<NeighbourTable>>,
     pub learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
     /// Neighbours ignored because the table was full.
@@ -47,8 +60,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(static_neighbours: NeighbourTable) -> Self {
+        let publisher = Publisher::new();
         Shared {
-            publisher: Publisher::new(),
+            visible: Arc::new(ArcSwap::new(publisher.current())),
+            pending: Arc::new(ArcSwapOption::empty()),
+            gate_wait_ns: Arc::new(AtomicU64::new(0)),
+            publisher,
             neighbours: Arc::new(ArcSwap::from_pointee(static_neighbours)),
             learned: Arc::new(ArrayQueue::new(LEARNED_QUEUE)),
             neighbours_ignored: Arc::new(AtomicU64::new(0)),
@@ -273,10 +290,94 @@ impl Plan {
     }
 }
 
+/// Holds each new table back from the workers until the next hops of the backends it
+/// adds are resolved (worker 0 probes them meanwhile), at most [`GATE_MAX_WAIT`]: a
+/// flow sent to a new backend then never loses its first packet to neighbour
+/// resolution, and flows keep going to the current backends meanwhile. Tables that add
+/// no backend pass at once.
+pub struct Gate {
+    routes: Routes,
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    table: Arc<ServiceTable>,
+    since: std::time::Instant,
+    hops: Vec<IpAddr>,
+}
+
+impl Gate {
+    pub fn new(plan: &Plan) -> Self {
+        let ports: Vec<PipelinePort> = plan
+            .port_addrs
+            .iter()
+            .map(|addrs| PipelinePort {
+                mac: [0; 6],
+                addrs: addrs.clone(),
+            })
+            .collect();
+        Gate {
+            routes: Routes::new(&ports, &plan.routes),
+            waiting: None,
+        }
+    }
+
+    /// One look at the control plane's latest table; run every few milliseconds.
+    pub fn step(&mut self, shared: &Shared) {
+        let latest = shared.publisher.current();
+        let visible = shared.visible.load_full();
+        if Arc::ptr_eq(&latest, &visible) {
+            return;
+        }
+        let neighbours = shared.neighbours.load();
+        let fresh = !self
+            .waiting
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(&w.table, &latest));
+        if fresh {
+            let known: FastSet<IpAddr> = visible
+                .services()
+                .iter()
+                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
+                .collect();
+            let mut hops: Vec<IpAddr> = latest
+                .services()
+                .iter()
+                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
+                .filter(|a| !known.contains(a))
+                .filter_map(|a| self.routes.lookup(a).map(|h| h.addr))
+                .filter(|h| neighbours.get(*h).is_none())
+                .collect();
+            hops.sort_unstable();
+            hops.dedup();
+            if !hops.is_empty() {
+                shared.pending.store(Some(Arc::clone(&latest)));
+            }
+            self.waiting = Some(Waiting {
+                table: latest,
+                since: std::time::Instant::now(),
+                hops,
+            });
+        }
+        let Some(w) = self.waiting.as_mut() else {
+            return;
+        };
+        w.hops.retain(|h| neighbours.get(*h).is_none());
+        if w.hops.is_empty() || w.since.elapsed() >= GATE_MAX_WAIT {
+            shared.visible.store(Arc::clone(&w.table));
+            shared.pending.store(None);
+            let waited = u64::try_from(w.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            shared.gate_wait_ns.store(waited, Ordering::Relaxed);
+            self.waiting = None;
+        }
+    }
+}
+
 /// The per-worker frame processor that runs the Service pipeline.
 pub struct ServiceProcessor {
     worker: Worker,
-    tables: TableReader,
+    tables: Arc<ArcSwap<ServiceTable>>,
+    pending: Arc<ArcSwapOption<ServiceTable>>,
     table: Arc<ServiceTable>,
     neighbour_source: Arc<ArcSwap<NeighbourTable>>,
     neighbours: Arc<NeighbourTable>,
@@ -290,11 +391,11 @@ pub const PROBE_INTERVAL_NS: u64 = 50_000_000;
 
 impl ServiceProcessor {
     pub fn new(config: WorkerConfig, shared: &Shared) -> Self {
-        let tables = shared.publisher.reader();
         ServiceProcessor {
             worker: Worker::new(config),
-            table: tables.load_full(),
-            tables,
+            table: shared.visible.load_full(),
+            tables: Arc::clone(&shared.visible),
+            pending: Arc::clone(&shared.pending),
             neighbours: shared.neighbours.load_full(),
             neighbour_source: Arc::clone(&shared.neighbours),
             learned: Arc::clone(&shared.learned),
@@ -363,14 +464,16 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     fn originate(&mut self, buf: &mut [u8], len: &mut usize, now_ns: u64) -> Option<u16> {
-        // Probing walks the backend list; a few times a second is plenty.
-        if now_ns.saturating_sub(self.last_probe_ns) < PROBE_INTERVAL_NS {
+        // A table waiting at the gate is probed at once; otherwise walking the backend
+        // list a few times a second is plenty.
+        let pending = self.pending.load_full();
+        if pending.is_none() && now_ns.saturating_sub(self.last_probe_ns) < PROBE_INTERVAL_NS {
             return None;
         }
         // An idle worker sees no bursts: probing is what keeps its tables current then.
         self.refresh();
         let ctx = Context {
-            table: &self.table,
+            table: pending.as_deref().unwrap_or(&self.table),
             neighbours: &self.neighbours,
         };
         let port = self.worker.originate(buf, len, now_ns, &ctx);
@@ -398,6 +501,7 @@ pub fn start_control(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let control = plan.control.clone();
+    let mut gate = Gate::new(plan);
     let admin = plan.admin;
     let max_out_of_sync = plan.max_out_of_sync;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -421,6 +525,12 @@ pub fn start_control(
                     let shared = shared.clone();
                     every(Duration::from_millis(10), Arc::clone(&stop), move || {
                         shared.merge_learned();
+                    })
+                };
+                let gate = {
+                    let shared = shared.clone();
+                    every(Duration::from_millis(2), Arc::clone(&stop), move || {
+                        gate.step(&shared);
                     })
                 };
                 let admin = async {
@@ -448,7 +558,7 @@ pub fn start_control(
                         eprintln!("kubypass: control plane stopped: {}", error_chain(&e));
                     }
                 };
-                tokio::join!(neighbours, admin, plane);
+                tokio::join!(neighbours, gate, admin, plane);
             });
         })
 }
