@@ -14,7 +14,8 @@ use kubypass_dataplane::packet_builder::PacketBuilder;
 use kubypass_dataplane::wire::{
     EtherType, EthernetAddress, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpFlags, TcpPacket,
 };
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
+use pcap_file::{DataLink, TsResolution};
 
 // ------------------------------------------------------------------ fixture
 
@@ -98,19 +99,30 @@ fn syn(b: PacketBuilder, s: &str, d: &str, sp: u16, dp: u16) -> PacketBuilder {
     b.ip(ip(s), ip(d)).tcp(sp, dp).syn()
 }
 
+/// Writes `frames`, frame `i` stamped `ts(i)`.
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let stamped: Vec<_> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (ts(i), f.clone()))
+        .collect();
+    write_pcap_with(path, PcapHeader::default(), &stamped);
+}
+
+fn write_pcap_with(path: &Path, header: PcapHeader, frames: &[(Duration, Vec<u8>)]) {
     let file = std::fs::File::create(path).unwrap();
-    let mut w = PcapWriter::new(std::io::BufWriter::new(file)).unwrap();
-    for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(ts(i), f.len() as u32, f))
+    let mut w = PcapWriter::with_header(std::io::BufWriter::new(file), header).unwrap();
+    for (t, f) in frames {
+        w.write_packet(&PcapPacket::new(*t, f.len() as u32, f))
             .unwrap();
     }
     std::io::Write::flush(&mut w.into_writer()).unwrap();
 }
 
-fn read_pcap(path: &Path) -> Vec<(Duration, Vec<u8>)> {
+fn read_pcap_with_header(path: &Path) -> (PcapHeader, Vec<(Duration, Vec<u8>)>) {
     let file = std::fs::File::open(path).unwrap();
     let mut r = PcapReader::new(std::io::BufReader::new(file)).unwrap();
+    let header = r.header();
     let mut out = Vec::new();
     while let Some(p) = r.next_packet() {
         let p = p.unwrap();
@@ -121,11 +133,12 @@ fn read_pcap(path: &Path) -> Vec<(Duration, Vec<u8>)> {
         );
         out.push((p.timestamp, p.data.into_owned()));
     }
-    out
+    (header, out)
 }
 
 /// What one replay wrote and printed.
 struct Replayed {
+    header: PcapHeader,
     frames: Vec<(Duration, Vec<u8>)>,
     stdout: String,
 }
@@ -174,9 +187,19 @@ fn kubypass(args: &[&std::ffi::OsStr]) -> Output {
 
 /// Replays `input` with the test manifests and `extra` arguments; asserts success.
 fn replay(input: &[Vec<u8>], extra: &[&str]) -> Replayed {
+    let stamped: Vec<_> = input
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (ts(i), f.clone()))
+        .collect();
+    replay_capture(PcapHeader::default(), &stamped, extra)
+}
+
+/// Replays a capture with this header and these stamped frames; asserts success.
+fn replay_capture(header: PcapHeader, input: &[(Duration, Vec<u8>)], extra: &[&str]) -> Replayed {
     let dir = tempfile::tempdir().unwrap();
     let (inp, outp) = (dir.path().join("in.pcap"), dir.path().join("out.pcap"));
-    write_pcap(&inp, input);
+    write_pcap_with(&inp, header, input);
     let dir_arg = manifests();
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "--manifests".as_ref(),
@@ -199,12 +222,21 @@ fn replay(input: &[Vec<u8>], extra: &[&str]) -> Replayed {
         stderr.trim().is_empty(),
         "the test manifests gave warnings:\n{stderr}"
     );
+    let (header, frames) = read_pcap_with_header(&outp);
     let r = Replayed {
-        frames: read_pcap(&outp),
+        header,
+        frames,
         stdout,
     };
     assert_eq!(r.count("in"), input.len() as u64, "{}", r.stdout);
     assert_eq!(r.count("out"), r.frames.len() as u64, "{}", r.stdout);
+    // Every frame is accounted for: written, left to the host, or dropped for a reason.
+    assert_eq!(
+        r.count("in"),
+        r.count("out") + r.count("host") + r.count("dropped"),
+        "{}",
+        r.stdout
+    );
     r
 }
 
@@ -619,6 +651,7 @@ fn two_workers_steer_and_give_the_same_output_as_one() {
             "{workers} workers never steered:\n{}",
             many.stdout
         );
+        assert_eq!(many.count("dropped"), 0, "{}", many.stdout);
         assert_eq!(many.frames, one.frames, "{workers} workers differ from one");
     }
     // Replies are reversed with the frontend: spot-check the first IPv4 SYN-ACK.
@@ -749,4 +782,99 @@ fn zero_workers_is_refused() {
         "0".as_ref(),
     ]);
     assert!(msg.contains("--workers"), "{msg}");
+}
+
+// ------------------------------------------------------------------ captures
+
+#[test]
+fn frames_larger_than_an_mbuf_are_translated_whole() {
+    // A jumbo frame, and a 64 KiB TSO segment as host captures are full of (tcpdump's
+    // default snapshot length, 262144, keeps them whole).
+    let header = PcapHeader {
+        snaplen: 262_144,
+        ..PcapHeader::default()
+    };
+    let jumbo = vec![b'j'; 8000];
+    let tso = vec![b't'; 65535 - 20 - 20];
+    let to_web = |body: &[u8]| {
+        from_client()
+            .ipv4(v4(CLIENT), v4(WEB))
+            .tcp(40000, 80)
+            .payload(body)
+            .build()
+    };
+    let r = replay_capture(
+        header,
+        &[(ts(0), to_web(&jumbo)), (ts(1), to_web(&tso))],
+        &[],
+    );
+    let out = |body: &[u8]| {
+        forwarded()
+            .ipv4(v4(CLIENT), v4(WEB_BE))
+            .tcp(40000, 8080)
+            .payload(body)
+    };
+    assert_frames(&r, &[(0, out(&jumbo)), (1, out(&tso))]);
+}
+
+#[test]
+fn nanosecond_timestamps_are_kept_and_time_may_go_backwards() {
+    let header = PcapHeader {
+        ts_resolution: TsResolution::NanoSecond,
+        ..PcapHeader::default()
+    };
+    let reply = from_backend()
+        .ipv4(v4(WEB_BE), v4(CLIENT))
+        .tcp(8080, 40000)
+        .syn_ack();
+    // Merged captures are not always in time order: the replies come "before" the SYN.
+    let stamps = [
+        Duration::new(100, 123_456_789),
+        Duration::new(5, 1),
+        Duration::ZERO,
+    ];
+    let input = [
+        syn(from_client(), CLIENT, WEB, 40000, 80).build(),
+        reply.build(),
+        reply.clone().ack(2).build(),
+    ];
+    let stamped: Vec<_> = stamps.iter().copied().zip(input).collect();
+    let r = replay_capture(header, &stamped, &[]);
+    assert_eq!(r.header.ts_resolution, TsResolution::NanoSecond);
+    let reversed = forwarded()
+        .ipv4(v4(WEB), v4(CLIENT))
+        .tcp(80, 40000)
+        .syn_ack();
+    let want = vec![
+        (
+            stamps[0],
+            syn(forwarded(), CLIENT, WEB_BE, 40000, 8080).build(),
+        ),
+        (stamps[1], reversed.build()),
+        (stamps[2], reversed.clone().ack(2).build()),
+    ];
+    assert_eq!(r.frames, want);
+}
+
+#[test]
+fn a_capture_that_is_not_ethernet_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("any.pcap");
+    // `tcpdump -i any` writes Linux cooked captures.
+    let header = PcapHeader {
+        datalink: DataLink::LINUX_SLL,
+        ..PcapHeader::default()
+    };
+    write_pcap_with(&input, header, &[]);
+    let m = manifests();
+    let msg = replay_error(&[
+        "--manifests".as_ref(),
+        m.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--output".as_ref(),
+        dir.path().join("out.pcap").as_os_str(),
+    ]);
+    assert!(msg.contains(&*input.to_string_lossy()), "{msg}");
+    assert!(msg.contains("not Ethernet"), "{msg}");
 }
