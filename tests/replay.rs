@@ -947,3 +947,77 @@ fn arp_neighbour_solicitation_ping_and_expired_ttl_are_answered() {
     // The expired frames themselves count as dropped for their TTL.
     assert_eq!(r.count("ttl_exceeded"), 2, "{}", r.stdout);
 }
+
+#[test]
+fn a_capture_cut_short_names_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cut.pcap");
+    write_pcap(
+        &input,
+        &[
+            syn(from_client(), CLIENT, WEB, 40000, 80).build(),
+            syn(from_client(), CLIENT, WEB, 40001, 80).build(),
+        ],
+    );
+    // As a capture stopped mid-write leaves it: the second frame's record is cut.
+    let bytes = std::fs::read(&input).unwrap();
+    std::fs::write(&input, &bytes[..bytes.len() - 10]).unwrap();
+    let m = manifests();
+    let msg = replay_error(&[
+        "--manifests".as_ref(),
+        m.as_os_str(),
+        "--input".as_ref(),
+        input.as_os_str(),
+        "--output".as_ref(),
+        dir.path().join("out.pcap").as_os_str(),
+    ]);
+    assert!(msg.contains(&*input.to_string_lossy()), "{msg}");
+    assert!(msg.contains("frame 2 cannot be read"), "{msg}");
+}
+
+#[test]
+fn the_capture_timestamps_are_the_clock_flows_expire() {
+    let query = |sport| {
+        from_client()
+            .ipv4(v4(CLIENT), v4(EXT))
+            .udp(sport, 53)
+            .payload(b"q")
+    };
+    let answer = |dport| {
+        from_backend()
+            .ipv4(v4(DNS_BE), v4(CLIENT))
+            .udp(5353, dport)
+            .payload(b"a")
+    };
+    let at = |s: u64, b: PacketBuilder| (Duration::from_secs(1_700_000_000 + s), b.build());
+    // An unreplied UDP flow lives 30 s: the answer at +10 s is translated back, the one
+    // at +100 s finds no flow.
+    let input = [
+        at(0, query(5000)),
+        at(0, query(5001)),
+        at(10, answer(5000)),
+        at(100, answer(5001)),
+    ];
+    let r = replay_capture(PcapHeader::default(), &input, &[]);
+    let out = |dport| {
+        forwarded()
+            .ipv4(v4(CLIENT), v4(DNS_BE))
+            .udp(dport, 5353)
+            .payload(b"q")
+            .build()
+    };
+    let want = vec![
+        (input[0].0, out(5000)),
+        (input[1].0, out(5001)),
+        (
+            input[2].0,
+            forwarded()
+                .ipv4(v4(EXT), v4(CLIENT))
+                .udp(53, 5000)
+                .payload(b"a")
+                .build(),
+        ),
+    ];
+    assert_eq!(r.frames, want, "{}", r.stdout);
+    assert_eq!(r.count("no_flow"), 1, "{}", r.stdout);
+}

@@ -44,6 +44,14 @@ pub enum Error {
         #[source]
         source: pcap_file::PcapError,
     },
+    #[error("{path}: frame {number} cannot be read (is the capture cut short?)")]
+    Frame {
+        path: PathBuf,
+        /// 1-based, as Wireshark numbers frames.
+        number: u64,
+        #[source]
+        source: pcap_file::PcapError,
+    },
     #[error("{path}: link type {link:?} is not Ethernet")]
     LinkType { path: PathBuf, link: DataLink },
     #[error("cannot write {path}")]
@@ -285,8 +293,9 @@ pub fn replay_file(
     let mut writer = PcapWriter::with_header(BufWriter::new(out), header).map_err(write_err)?;
     let mut replayer = Replayer::new(table, settings, workers)?;
     while let Some(packet) = reader.next_packet() {
-        let packet = packet.map_err(|source| Error::Read {
+        let packet = packet.map_err(|source| Error::Frame {
             path: input.into(),
+            number: replayer.summary.frames_in + 1,
             source,
         })?;
         if let Some(frame) = replayer.frame(packet.timestamp, &packet.data) {
