@@ -631,7 +631,10 @@ mod tests {
         let c = Config::parse(include_str!("../deploy/examples/kubernetes.yaml")).unwrap();
         c.validate().unwrap();
         let plan = Plan::new(&c, Path::new("/etc/kubypass")).unwrap();
-        assert!(matches!(plan.control.source, SourceConfig::Kubernetes { .. }));
+        assert!(matches!(
+            plan.control.source,
+            SourceConfig::Kubernetes { .. }
+        ));
         assert_eq!(plan.control.settings.seed, 7);
         assert_eq!(plan.routes.len(), 1);
         assert_eq!(plan.routes[0].port, 1);
@@ -674,6 +677,86 @@ mod tests {
             p.addresses.clear();
         }
         assert!(plan_error(&c).contains("no port has an address"));
+    }
+
+    fn table_with(generation: u64, backends: &[&str]) -> ServiceTable {
+        use kubypass_dataplane::table::{
+            Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction,
+            ServiceSpec,
+        };
+        let mut b = ServiceTable::builder().generation(generation);
+        let id = b.add_service(ServiceSpec {
+            name: "default/web:http".into(),
+            protocol: L4Protocol::Tcp,
+            backends: backends
+                .iter()
+                .map(|a| Backend {
+                    addr: a.parse().unwrap(),
+                    port: 8080,
+                    weight: 1,
+                    conditions: Conditions::READY,
+                })
+                .collect(),
+            affinity_timeout_secs: None,
+            no_backend: NoBackendAction::Reject,
+        });
+        let key = FrontendKey {
+            addr: "198.18.100.10".parse().unwrap(),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+        };
+        b.add_frontend(key, FrontendKind::ClusterIp, id, vec![])
+            .unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn the_gate_holds_tables_until_new_backends_resolve() {
+        let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
+        let shared = Shared::new(NeighbourTable::default());
+        let mut gate = Gate::new(&plan);
+        let publish = |t: ServiceTable| {
+            shared.publisher.publish(t, None, Duration::ZERO).unwrap();
+        };
+        let visible = || shared.visible.load().generation();
+
+        publish(table_with(1, &["198.18.2.11", "198.18.2.12"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 0, "held while 198.18.2.11/.12 are unknown");
+        let pending = shared
+            .pending
+            .load_full()
+            .expect("worker 0 is asked to probe");
+        assert_eq!(pending.generation(), 1);
+        shared
+            .learned
+            .push(("198.18.2.11".parse().unwrap(), [1; 6]))
+            .unwrap();
+        shared.merge_learned();
+        gate.step(&shared);
+        assert_eq!(visible(), 0, "198.18.2.12 still unknown");
+        shared
+            .learned
+            .push(("198.18.2.12".parse().unwrap(), [2; 6]))
+            .unwrap();
+        shared.merge_learned();
+        gate.step(&shared);
+        assert_eq!(visible(), 1);
+        assert!(shared.pending.load().is_none());
+
+        // Removing a backend adds none: no wait.
+        publish(table_with(2, &["198.18.2.11"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 2);
+
+        // A backend that never answers holds the table for GATE_MAX_WAIT at most.
+        publish(table_with(3, &["198.18.2.11", "198.18.2.99"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 2);
+        std::thread::sleep(GATE_MAX_WAIT);
+        gate.step(&shared);
+        assert_eq!(visible(), 3);
+        assert!(shared.gate_wait_ns.load(Ordering::Relaxed) >= GATE_MAX_WAIT.as_nanos() as u64);
     }
 
     #[test]
