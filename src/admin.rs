@@ -165,17 +165,19 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
+/// One sample: (metric, help, is_counter, labels, value).
+type Sample = (
+    &'static str,
+    &'static str,
+    bool,
+    Vec<(&'static str, String)>,
+    f64,
+);
+
 /// Every figure of one scrape, read once from the lock-free counters.
 #[derive(Debug, Default)]
 struct Snapshot {
-    /// (metric, help, is_counter, labels, value)
-    samples: Vec<(
-        &'static str,
-        &'static str,
-        bool,
-        Vec<(&'static str, String)>,
-        f64,
-    )>,
+    samples: Vec<Sample>,
 }
 
 impl Snapshot {
