@@ -304,6 +304,60 @@ impl Snapshot {
                 ));
             }
         }
+        let table = s.shared.visible.load_full();
+        for svc in table.services() {
+            let t = svc.counters().totals();
+            let labels = vec![("service", svc.name().to_owned())];
+            out.samples.extend([
+                (
+                    "kubypass_service_packets",
+                    "Packets translated to a Service's backends.",
+                    true,
+                    labels.clone(),
+                    t.packets as f64,
+                ),
+                (
+                    "kubypass_service_bytes",
+                    "Bytes translated to a Service's backends.",
+                    true,
+                    labels.clone(),
+                    t.bytes as f64,
+                ),
+                (
+                    "kubypass_service_new_flows",
+                    "New flows a Service received.",
+                    true,
+                    labels,
+                    t.new_flows as f64,
+                ),
+            ]);
+        }
+        for (id, addr, port, counters) in table.backend_counters_iter() {
+            let Some(svc) = table.service(id) else {
+                continue;
+            };
+            let t = counters.totals();
+            let labels = vec![
+                ("service", svc.name().to_owned()),
+                ("backend", std::net::SocketAddr::new(addr, port).to_string()),
+            ];
+            out.samples.extend([
+                (
+                    "kubypass_backend_packets",
+                    "Packets translated to a backend.",
+                    true,
+                    labels.clone(),
+                    t.packets as f64,
+                ),
+                (
+                    "kubypass_backend_new_flows",
+                    "New flows sent to a backend.",
+                    true,
+                    labels,
+                    t.new_flows as f64,
+                ),
+            ]);
+        }
         let m = s.shared.publisher.metrics();
         let g = |name, help, v: f64| (name, help, false, Vec::new(), v);
         out.samples.extend([
@@ -496,6 +550,30 @@ mod tests {
         s.workers.pipeline[0].count_drop(DropReason::NoFlow);
         s.workers.pipeline[0].count_drop(DropReason::NoFlow);
         bump(&s.workers.pipeline[0].dnat, 5);
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/manifests");
+        let t = load_manifests(&[dir], &ProxySettings::default()).unwrap();
+        let web = t
+            .table
+            .services()
+            .iter()
+            .find(|s| s.name().starts_with("default/web:"))
+            .unwrap();
+        web.counters().count(0, 60, true);
+        web.counters().count(0, 40, false);
+        let b = web.usable_backends()[0];
+        let web_name = web.name().to_owned();
+        let id = t
+            .table
+            .frontends()
+            .find(|f| f.key.port == 80 && f.key.addr.to_string() == "198.18.100.10")
+            .unwrap()
+            .service;
+        t.table
+            .backend_counters(id, b.addr, b.port)
+            .unwrap()
+            .count(0, 60, true);
+        s.shared.visible.store(Arc::new(t.table));
         let (code, body) = get(&s, "/metrics").await;
         assert_eq!(code, 200);
         for line in [
@@ -505,6 +583,18 @@ mod tests {
             "kubypass_pipeline_drops_total{worker=\"0\",reason=\"ttl_exceeded\"} 0",
             "kubypass_table_generation 0.0",
             "# TYPE kubypass_conntrack_entries gauge",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
+        }
+        let backend = std::net::SocketAddr::new(b.addr, b.port);
+        for line in [
+            format!("kubypass_service_packets_total{{service=\"{web_name}\"}} 2"),
+            format!("kubypass_service_bytes_total{{service=\"{web_name}\"}} 100"),
+            format!("kubypass_service_new_flows_total{{service=\"{web_name}\"}} 1"),
+            format!("kubypass_backend_new_flows_total{{service=\"{web_name}\",backend=\"{backend}\"}} 1"),
         ] {
             assert!(
                 body.lines().any(|l| l == line),
