@@ -886,6 +886,19 @@ impl ConnTrack {
         }
     }
 
+    /// Like [`ConnTrack::set_generation`], also re-naming the flow's service by its id in
+    /// that generation (ids are only meaningful within one table). False for a stale handle.
+    pub fn set_service(&mut self, h: FlowHandle, service: ServiceId, generation: u64) -> bool {
+        match self.flow_mut(h) {
+            Some(f) => {
+                f.service = service;
+                f.generation = generation;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The slow job: examines up to `budget` slab slots from where the last call stopped
     /// and removes the expired flows among them. Returns how many it removed. A full
     /// sweep takes `capacity / budget` calls.

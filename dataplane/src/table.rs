@@ -9,8 +9,10 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::affinity::service_key;
 use crate::hash::{addr_word, hash_words, FastMap, FastSet};
 use crate::maglev::{Maglev, MaglevBackend};
 
@@ -280,9 +282,26 @@ pub struct Service {
     /// (kube-proxy's rule). Maglev indexes into this slice.
     usable: Arc<[Backend]>,
     maglev: Arc<Maglev>,
+    /// [`service_key`] of the name: what affinity entries are keyed by.
+    key: u64,
+    counters: Arc<TrafficSlots>,
 }
 
 impl Service {
+    /// A key for this service that is stable across table generations (a hash of its
+    /// name), for per-worker tables that outlive one table (ClientIP affinity).
+    #[inline]
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The service's packet, byte and new-flow counters, one slot per worker; the same
+    /// object in every table built with `build_reusing` from one holding this service.
+    #[inline]
+    pub fn counters(&self) -> &TrafficSlots {
+        &self.counters
+    }
+
     pub fn name(&self) -> &str {
         &self.spec.name
     }
@@ -318,6 +337,83 @@ impl Service {
     pub fn maglev(&self) -> &Maglev {
         &self.maglev
     }
+}
+
+/// Packets, bytes and new flows of one service or backend, counted by one worker only
+/// (relaxed load + store, no locked add); cache-line aligned so workers never share a line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TrafficCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub new_flows: AtomicU64,
+}
+
+/// A sum of [`TrafficCounters`] over workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// One [`TrafficCounters`] per worker: worker `i` writes slot `i` only; the control
+/// thread reads them all without locks. Allocated when a table is built, never on the
+/// per-packet path.
+#[derive(Debug)]
+pub struct TrafficSlots {
+    slots: Box<[TrafficCounters]>,
+}
+
+impl TrafficSlots {
+    /// Slots for `workers` workers (at least one).
+    pub fn new(workers: usize) -> Self {
+        TrafficSlots {
+            slots: (0..workers.max(1))
+                .map(|_| TrafficCounters::default())
+                .collect(),
+        }
+    }
+
+    /// How many workers have a slot.
+    pub fn workers(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Counts one packet of `bytes` (and a new flow if `new_flow`) in `worker`'s slot.
+    /// Only that worker may call this for that slot. Out-of-range workers are ignored.
+    #[inline]
+    pub fn count(&self, worker: usize, bytes: u64, new_flow: bool) {
+        if let Some(c) = self.slots.get(worker) {
+            let add = |a: &AtomicU64, n: u64| {
+                a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+            };
+            add(&c.packets, 1);
+            add(&c.bytes, bytes);
+            if new_flow {
+                add(&c.new_flows, 1);
+            }
+        }
+    }
+
+    /// The sums over every worker's slot.
+    pub fn totals(&self) -> TrafficTotals {
+        let mut t = TrafficTotals::default();
+        for c in self.slots.iter() {
+            t.packets += c.packets.load(Ordering::Relaxed);
+            t.bytes += c.bytes.load(Ordering::Relaxed);
+            t.new_flows += c.new_flows.load(Ordering::Relaxed);
+        }
+        t
+    }
+}
+
+/// What the table knows of one listed backend besides its address.
+#[derive(Debug)]
+struct BackendEntry {
+    /// Whether new flows may use it (it is in the service's usable set).
+    usable: bool,
+    counters: Arc<TrafficSlots>,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
@@ -378,8 +474,9 @@ pub struct ServiceTable {
     /// dropped on.
     service_addrs: FastSet<IpAddr>,
     /// (service, backend address, backend port) for every backend listed (usable or not),
-    /// so a tracked flow can tell whether its backend still exists.
-    backends: FastSet<(ServiceId, IpAddr, u16)>,
+    /// so a tracked flow can tell whether its backend still exists, and its counters.
+    backends: FastMap<(ServiceId, IpAddr, u16), BackendEntry>,
+    workers: usize,
 }
 
 impl ServiceTable {
@@ -428,7 +525,40 @@ impl ServiceTable {
     /// Whether the service still lists this backend (in any condition).
     #[inline]
     pub fn has_backend(&self, id: ServiceId, addr: IpAddr, port: u16) -> bool {
-        self.backends.contains(&(id, addr, port))
+        self.backends.contains_key(&(id, addr, port))
+    }
+
+    /// Whether new flows may still be sent to this backend (it is in the usable set).
+    #[inline]
+    pub fn is_usable_backend(&self, id: ServiceId, addr: IpAddr, port: u16) -> bool {
+        self.backends
+            .get(&(id, addr, port))
+            .is_some_and(|b| b.usable)
+    }
+
+    /// The per-worker counters of a listed backend.
+    #[inline]
+    pub fn backend_counters(
+        &self,
+        id: ServiceId,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<&TrafficSlots> {
+        self.backends.get(&(id, addr, port)).map(|b| &*b.counters)
+    }
+
+    /// Every listed backend of every service with its counters (for metrics).
+    pub fn backend_counters_iter(
+        &self,
+    ) -> impl Iterator<Item = (ServiceId, IpAddr, u16, &TrafficSlots)> {
+        self.backends
+            .iter()
+            .map(|(&(id, addr, port), b)| (id, addr, port, &*b.counters))
+    }
+
+    /// The number of workers the counters have slots for.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     pub fn services(&self) -> &[Service] {
@@ -453,9 +583,16 @@ pub struct ServiceTableBuilder {
     services: Vec<ServiceSpec>,
     frontends: Vec<Frontend>,
     keys: FastSet<FrontendKey>,
+    workers: usize,
 }
 
 impl ServiceTableBuilder {
+    /// How many workers count into the per-service and per-backend counters (default 1).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
     pub fn generation(mut self, generation: u64) -> Self {
         self.generation = generation;
         self
@@ -506,23 +643,53 @@ impl ServiceTableBuilder {
     }
 
     /// Builds the table, reusing the Maglev table of any service of `previous` with the
-    /// same name and the same usable backends (a one-endpoint change rebuilds one table).
+    /// same name and the same usable backends (a one-endpoint change rebuilds one table),
+    /// and carrying over the counters of same-named services and of their backends with
+    /// the same address and port (when the worker count is unchanged), so counts survive
+    /// table changes.
     pub fn build_reusing(self, previous: Option<&ServiceTable>) -> ServiceTable {
         let seed = self.seed;
+        let workers = self.workers.max(1);
         let reusable: FastMap<&str, &Service> = previous
             .filter(|p| p.seed == seed)
             .map(|p| p.services.iter().map(|s| (s.name(), s)).collect())
             .unwrap_or_default();
-        let mut backends = FastSet::default();
+        let counted: Option<&ServiceTable> = previous.filter(|p| p.workers == workers);
+        let old_ids: FastMap<&str, ServiceId> = counted
+            .map(|p| {
+                p.services
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.name(), ServiceId(i as u32)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut backends = FastMap::default();
         let services: Vec<Service> = self
             .services
             .into_iter()
             .enumerate()
             .map(|(i, spec)| {
-                for b in &spec.backends {
-                    backends.insert((ServiceId(i as u32), b.addr, b.port));
-                }
+                let old_id = old_ids.get(spec.name.as_str()).copied();
                 let usable = usable_backends(&spec.backends);
+                for b in &spec.backends {
+                    let counters = old_id
+                        .and_then(|id| counted?.backends.get(&(id, b.addr, b.port)))
+                        .map(|e| e.counters.clone())
+                        .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+                    let is_usable = usable.iter().any(|u| u.addr == b.addr && u.port == b.port);
+                    backends.insert(
+                        (ServiceId(i as u32), b.addr, b.port),
+                        BackendEntry {
+                            usable: is_usable,
+                            counters,
+                        },
+                    );
+                }
+                let counters = old_id
+                    .and_then(|id| counted?.services.get(id.0 as usize))
+                    .map(|s| s.counters.clone())
+                    .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
                 let maglev = match reusable.get(spec.name.as_str()) {
                     Some(old) if *old.usable == usable[..] => old.maglev.clone(),
                     _ => Arc::new(Maglev::new(
@@ -536,9 +703,11 @@ impl ServiceTableBuilder {
                     )),
                 };
                 Service {
+                    key: service_key(&spec.name),
                     spec,
                     usable: usable.into(),
                     maglev,
+                    counters,
                 }
             })
             .collect();
@@ -552,6 +721,7 @@ impl ServiceTableBuilder {
             frontends,
             service_addrs,
             backends,
+            workers,
         }
     }
 }

@@ -3,10 +3,16 @@
 
 pub mod config;
 pub mod counters;
+pub mod fragments;
 pub mod neighbour;
 pub mod verdict;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;
 
 pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, WorkerConfig};
 pub use counters::PipelineCounters;
 pub use neighbour::{Learned, NeighbourTable};
 pub use verdict::{DropReason, Verdict};
+pub use worker::{Context, Worker};

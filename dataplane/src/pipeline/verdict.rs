@@ -93,6 +93,12 @@ drop_reasons! {
     NoRoom = "no_room",
     /// Not for the appliance (a destination MAC of another host).
     NotForUs = "not_for_us",
+    /// A neighbour solicitation for an address the appliance does not answer for, or a
+    /// neighbour advertisement (consumed after learning).
+    NdIgnored = "nd_ignored",
+    /// A first fragment the appliance cannot translate (SCTP: its CRC32c covers the whole
+    /// packet, which one fragment does not hold).
+    FragmentUnsupported = "fragment_unsupported",
 }
 
 #[cfg(test)]

@@ -1,0 +1,1657 @@
+//! Pipeline tests: a table of `{description, input frame, table, expected output frame,
+//! expected verdict}` cases (Katran's fixture style), sequences for state (conntrack,
+//! table changes, SYN retry, affinity, neighbours), and property tests.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::flow::owner_worker;
+use crate::packet_builder::{PacketBuilder, DEFAULT_DST_MAC, DEFAULT_SRC_MAC};
+use crate::table::{
+    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction,
+    ServiceSpec, ServiceTable,
+};
+use crate::wire::icmpv6::NeighborFlags;
+use crate::wire::{
+    EtherType, EthernetAddress, EthernetFrame, IpProtocol, Ipv4Packet, Ipv6Packet, SctpPacket,
+    TcpFlags as WireTcpFlags, TcpPacket, UdpPacket,
+};
+
+// ------------------------------------------------------------------ fixture
+
+/// Port 0 faces clients, port 1 faces backends.
+const MAC0: EthernetAddress = DEFAULT_DST_MAC;
+const MAC1: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 1, 0x01]);
+const CLIENT_MAC: EthernetAddress = DEFAULT_SRC_MAC;
+/// The MAC every next hop resolves to (`assume_resolved`).
+const HOP: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x99]);
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+const CLIENT: &str = "198.18.0.1";
+const CLIENT6: &str = "fd00:18::1";
+const NODE: &str = "198.18.0.254"; // port 0's address, also a NodePort address
+const NODE6: &str = "fd00:18::fe";
+const VIP: &str = "198.19.0.10";
+const VIP6: &str = "fd00:19::10";
+const LB: &str = "198.19.1.1";
+const EXT: &str = "198.19.2.2";
+const REJECT: &str = "198.19.0.20";
+const REJECT6: &str = "fd00:19::20";
+const DROP: &str = "198.19.0.21";
+const AFFINITY: &str = "198.19.0.30";
+const RANGED: &str = "198.19.0.40";
+const BE1: &str = "10.0.0.1";
+const BE2: &str = "10.0.0.2";
+const BE3: &str = "10.0.0.3";
+const BE6: &str = "fd00:10::1";
+const ROUTER: &str = "10.0.0.200";
+
+fn config(index: usize, workers: usize) -> WorkerConfig {
+    WorkerConfig {
+        index,
+        workers,
+        ports: vec![
+            PortConfig {
+                mac: MAC0.0,
+                addrs: vec![(ip(NODE), 24), (ip(NODE6), 64)],
+            },
+            PortConfig {
+                mac: MAC1.0,
+                addrs: vec![(ip("10.0.0.254"), 24), (ip("fd00:10::fe"), 64)],
+            },
+        ],
+        routes: vec![Route {
+            prefix: "198.19.0.0/16".parse().unwrap(),
+            port: 0,
+            via: Some(ip("198.18.0.200")),
+        }],
+        conntrack_capacity: 1024,
+        affinity_capacity: 256,
+        fragment_capacity: 64,
+        promiscuous: false,
+        assume_resolved: Some(HOP.0),
+    }
+}
+
+fn backend(addr: &str, port: u16) -> Backend {
+    Backend {
+        addr: ip(addr),
+        port,
+        weight: 1,
+        conditions: Conditions::READY,
+    }
+}
+
+fn spec(name: &str, protocol: L4Protocol, backends: Vec<Backend>) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        protocol,
+        backends,
+        affinity_timeout_secs: None,
+        no_backend: NoBackendAction::Reject,
+    }
+}
+
+fn frontend(
+    b: &mut crate::table::ServiceTableBuilder,
+    id: crate::table::ServiceId,
+    addr: &str,
+    port: u16,
+    protocol: L4Protocol,
+    kind: FrontendKind,
+    ranges: Vec<IpCidr>,
+) {
+    b.add_frontend(
+        FrontendKey {
+            addr: ip(addr),
+            port,
+            protocol,
+        },
+        kind,
+        id,
+        ranges,
+    )
+    .unwrap();
+}
+
+/// The standard table, with `web`'s backends given (generation `generation`).
+fn table_with(generation: u64, web: Vec<Backend>, prev: Option<&ServiceTable>) -> ServiceTable {
+    use FrontendKind::*;
+    use L4Protocol::*;
+    let mut b = ServiceTable::builder().generation(generation).workers(2);
+    let web = b.add_service(spec("default/web:http", Tcp, web));
+    frontend(&mut b, web, VIP, 80, Tcp, ClusterIp, vec![]);
+    frontend(&mut b, web, NODE, 30080, Tcp, NodePort, vec![]);
+    frontend(&mut b, web, LB, 443, Tcp, LoadBalancer, vec![]);
+    let dns = b.add_service(spec("default/dns:53", Udp, vec![backend(BE1, 5353)]));
+    frontend(&mut b, dns, EXT, 53, Udp, ExternalIp, vec![]);
+    frontend(&mut b, dns, VIP, 53, Udp, ClusterIp, vec![]);
+    let sctp = b.add_service(spec("default/diameter", Sctp, vec![backend(BE3, 3868)]));
+    frontend(&mut b, sctp, VIP, 3868, Sctp, ClusterIp, vec![]);
+    let web6 = b.add_service(spec("default/web6:http", Tcp, vec![backend(BE6, 8080)]));
+    frontend(&mut b, web6, VIP6, 80, Tcp, ClusterIp, vec![]);
+    let dns6 = b.add_service(spec("default/dns6", Udp, vec![backend(BE6, 5353)]));
+    frontend(&mut b, dns6, VIP6, 53, Udp, ClusterIp, vec![]);
+    let sctp6 = b.add_service(spec("default/sctp6", Sctp, vec![backend(BE6, 3868)]));
+    frontend(&mut b, sctp6, VIP6, 3868, Sctp, ClusterIp, vec![]);
+    let rej = b.add_service(spec("default/empty", Tcp, vec![]));
+    frontend(&mut b, rej, REJECT, 80, Tcp, ClusterIp, vec![]);
+    frontend(&mut b, rej, REJECT6, 80, Tcp, ClusterIp, vec![]);
+    let rej_udp = b.add_service(spec("default/empty-udp", Udp, vec![]));
+    frontend(&mut b, rej_udp, REJECT, 53, Udp, ClusterIp, vec![]);
+    frontend(&mut b, rej_udp, REJECT6, 53, Udp, ClusterIp, vec![]);
+    let mut dropping = spec("default/local", Tcp, vec![]);
+    dropping.no_backend = NoBackendAction::Drop;
+    let drop_id = b.add_service(dropping);
+    frontend(&mut b, drop_id, DROP, 80, Tcp, ClusterIp, vec![]);
+    let mut sticky = spec(
+        "default/sticky",
+        Tcp,
+        vec![backend(BE1, 80), backend(BE2, 80), backend(BE3, 80)],
+    );
+    sticky.affinity_timeout_secs = Some(10800);
+    let sticky = b.add_service(sticky);
+    frontend(&mut b, sticky, AFFINITY, 80, Tcp, ClusterIp, vec![]);
+    let ranged = b.add_service(spec("default/ranged", Tcp, vec![backend(BE1, 80)]));
+    frontend(
+        &mut b,
+        ranged,
+        RANGED,
+        80,
+        Tcp,
+        LoadBalancer,
+        vec!["198.18.0.0/28".parse().unwrap()],
+    );
+    b.build_reusing(prev)
+}
+
+fn table() -> ServiceTable {
+    table_with(1, vec![backend(BE1, 8080)], None)
+}
+
+/// Runs one frame through `w`; returns the verdict and the frame as it would leave.
+fn run(
+    w: &mut Worker,
+    t: &ServiceTable,
+    n: &NeighbourTable,
+    input: &[u8],
+    rx: u16,
+    now: u64,
+) -> (Verdict, Vec<u8>) {
+    let mut buf = input.to_vec();
+    buf.resize(input.len() + 2048, 0xee);
+    let mut len = input.len();
+    let ctx = Context {
+        table: t,
+        neighbours: n,
+    };
+    w.prefetch(&buf[..len], &ctx);
+    let v = w.process(&mut buf, &mut len, rx, now, &ctx);
+    buf.truncate(len);
+    (v, buf)
+}
+
+/// A frame from a client (port 0).
+fn from_client() -> PacketBuilder {
+    PacketBuilder::new().eth(CLIENT_MAC, MAC0)
+}
+/// A frame from a backend (port 1).
+fn from_backend() -> PacketBuilder {
+    PacketBuilder::new().eth(HOP, MAC1)
+}
+/// A frame leaving port 0 / port 1 to the resolved next hop.
+fn to_port(p: u16) -> PacketBuilder {
+    PacketBuilder::new().eth(if p == 0 { MAC0 } else { MAC1 }, HOP)
+}
+/// A reply leaving the port it came in on, back to the client.
+fn reply_to_client() -> PacketBuilder {
+    PacketBuilder::new().eth(MAC0, CLIENT_MAC)
+}
+
+fn syn(b: PacketBuilder, s: &str, d: &str, sp: u16, dp: u16) -> PacketBuilder {
+    b.ip(ip(s), ip(d)).tcp(sp, dp).syn()
+}
+
+struct Case {
+    description: &'static str,
+    /// Frames run first (their verdicts are not checked).
+    setup: Vec<(Vec<u8>, u16)>,
+    input: Vec<u8>,
+    rx: u16,
+    verdict: Verdict,
+    /// The frame as it leaves; `None`: unchanged (drops, steering, ToHost).
+    output: Option<Vec<u8>>,
+}
+
+fn case(
+    d: &'static str,
+    input: PacketBuilder,
+    rx: u16,
+    verdict: Verdict,
+    out: Option<PacketBuilder>,
+) -> Case {
+    Case {
+        description: d,
+        setup: vec![],
+        input: input.build(),
+        rx,
+        verdict,
+        output: out.map(|o| o.build()),
+    }
+}
+
+fn fwd_syn_setup(s: &str, d: &str, sp: u16, dp: u16) -> Vec<(Vec<u8>, u16)> {
+    vec![(syn(from_client(), s, d, sp, dp).build(), 0)]
+}
+
+fn cases() -> Vec<Case> {
+    use DropReason as R;
+    use Verdict::*;
+    let quote = |b: PacketBuilder| PacketBuilder::quote(&b.build());
+    let mut v = vec![
+        // --- DNAT, every frontend kind, every protocol, both families
+        case(
+            "TCP SYN to a ClusterIP is DNATed to its backend and routed out of port 1",
+            syn(from_client(), CLIENT, VIP, 40000, 80),
+            0,
+            Forward(1),
+            Some(syn(to_port(1), CLIENT, BE1, 40000, 8080).ttl(63)),
+        ),
+        case(
+            "TCP to a NodePort on the node address",
+            syn(from_client(), CLIENT, NODE, 40000, 30080),
+            0,
+            Forward(1),
+            Some(syn(to_port(1), CLIENT, BE1, 40000, 8080).ttl(63)),
+        ),
+        case(
+            "TCP to a LoadBalancer ingress IP",
+            syn(from_client(), CLIENT, LB, 40000, 443),
+            0,
+            Forward(1),
+            Some(syn(to_port(1), CLIENT, BE1, 40000, 8080).ttl(63)),
+        ),
+        case(
+            "UDP to an externalIP",
+            from_client()
+                .ipv4(v4(CLIENT), v4(EXT))
+                .udp(5000, 53)
+                .payload(b"query"),
+            0,
+            Forward(1),
+            Some(
+                to_port(1)
+                    .ipv4(v4(CLIENT), v4(BE1))
+                    .ttl(63)
+                    .udp(5000, 5353)
+                    .payload(b"query"),
+            ),
+        ),
+        case(
+            "UDP with a zero (absent) IPv4 checksum keeps it zero",
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .udp(5001, 53)
+                .udp_zero_checksum()
+                .payload(b"q"),
+            0,
+            Forward(1),
+            Some(
+                to_port(1)
+                    .ipv4(v4(CLIENT), v4(BE1))
+                    .ttl(63)
+                    .udp(5001, 5353)
+                    .udp_zero_checksum()
+                    .payload(b"q"),
+            ),
+        ),
+        case(
+            "SCTP INIT to a ClusterIP (CRC32c updated)",
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .sctp(7000, 3868)
+                .sctp_init(42),
+            0,
+            Forward(1),
+            Some(
+                to_port(1)
+                    .ipv4(v4(CLIENT), v4(BE3))
+                    .ttl(63)
+                    .sctp(7000, 3868)
+                    .sctp_init(42),
+            ),
+        ),
+        case(
+            "IPv6 TCP SYN to a ClusterIP",
+            syn(from_client(), CLIENT6, VIP6, 40000, 80),
+            0,
+            Forward(1),
+            Some(syn(to_port(1), CLIENT6, BE6, 40000, 8080).ttl(63)),
+        ),
+        case(
+            "IPv6 UDP to a ClusterIP",
+            from_client()
+                .ipv6(v6(CLIENT6), v6(VIP6))
+                .udp(5000, 53)
+                .payload(b"q6"),
+            0,
+            Forward(1),
+            Some(
+                to_port(1)
+                    .ipv6(v6(CLIENT6), v6(BE6))
+                    .ttl(63)
+                    .udp(5000, 5353)
+                    .payload(b"q6"),
+            ),
+        ),
+        case(
+            "IPv6 SCTP to a ClusterIP",
+            from_client()
+                .ipv6(v6(CLIENT6), v6(VIP6))
+                .sctp(7000, 3868)
+                .sctp_init(9),
+            0,
+            Forward(1),
+            Some(
+                to_port(1)
+                    .ipv6(v6(CLIENT6), v6(BE6))
+                    .ttl(63)
+                    .sctp(7000, 3868)
+                    .sctp_init(9),
+            ),
+        ),
+        case(
+            "an 802.1Q tag is preserved",
+            syn(from_client().vlan(7), CLIENT, VIP, 40000, 80),
+            0,
+            Forward(1),
+            Some(syn(to_port(1).vlan(7), CLIENT, BE1, 40000, 8080).ttl(63)),
+        ),
+        // --- drops
+        case(
+            "unknown port on a Service address is dropped",
+            syn(from_client(), CLIENT, VIP, 40000, 81),
+            0,
+            Drop(R::UnknownServicePort),
+            None,
+        ),
+        case(
+            "a client outside loadBalancerSourceRanges is dropped",
+            syn(from_client(), "198.18.0.100", RANGED, 40000, 80),
+            0,
+            Drop(R::SourceRangeDenied),
+            None,
+        ),
+        case(
+            "a client inside loadBalancerSourceRanges is served",
+            syn(from_client(), "198.18.0.5", RANGED, 40000, 80),
+            0,
+            Forward(1),
+            Some(syn(to_port(1), "198.18.0.5", BE1, 40000, 80).ttl(63)),
+        ),
+        case(
+            "no backend, policy drop",
+            syn(from_client(), CLIENT, DROP, 40000, 80),
+            0,
+            Drop(R::NoBackend),
+            None,
+        ),
+        case(
+            "a reply that belongs to no flow",
+            from_backend()
+                .ipv4(v4(BE1), v4(CLIENT))
+                .tcp(8080, 40000)
+                .syn_ack(),
+            1,
+            Drop(R::NoFlow),
+            None,
+        ),
+        case(
+            "a destination MAC of another host",
+            syn(
+                PacketBuilder::new().eth(CLIENT_MAC, HOP),
+                CLIENT,
+                VIP,
+                40000,
+                80,
+            ),
+            0,
+            Drop(R::NotForUs),
+            None,
+        ),
+        case(
+            "IPv4 options are kept through DNAT",
+            syn(from_client(), CLIENT, VIP, 40000, 80).ipv4_options(&[1, 1, 1, 1]),
+            0,
+            Forward(1),
+            Some(
+                syn(to_port(1), CLIENT, BE1, 40000, 8080)
+                    .ttl(63)
+                    .ipv4_options(&[1, 1, 1, 1]),
+            ),
+        ),
+        case(
+            "TCP to the node address on a port that is no NodePort goes to the host",
+            syn(from_client(), CLIENT, NODE, 40000, 22),
+            0,
+            ToHost,
+            None,
+        ),
+        // --- REJECT
+        case(
+            "no backend: TCP SYN answered with RST|ACK from the frontend",
+            syn(from_client(), CLIENT, REJECT, 40000, 80).seq(1000),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv4(v4(REJECT), v4(CLIENT))
+                    .dont_frag()
+                    .tcp(80, 40000)
+                    .flags(WireTcpFlags::RST | WireTcpFlags::ACK)
+                    .seq(0)
+                    .ack(1001)
+                    .window(0),
+            ),
+        ),
+        case(
+            "no backend: IPv6 TCP SYN answered with RST|ACK",
+            syn(from_client(), CLIENT6, REJECT6, 40000, 80).seq(5),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv6(v6(REJECT6), v6(CLIENT6))
+                    .tcp(80, 40000)
+                    .flags(WireTcpFlags::RST | WireTcpFlags::ACK)
+                    .seq(0)
+                    .ack(6)
+                    .window(0),
+            ),
+        ),
+        case(
+            "no backend: UDP answered with ICMP port unreachable quoting it",
+            from_client()
+                .ipv4(v4(CLIENT), v4(REJECT))
+                .udp(5000, 53)
+                .payload(b"query"),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv4(v4(REJECT), v4(CLIENT))
+                    .icmp_dst_unreachable(3)
+                    .payload(&quote(
+                        from_client()
+                            .ipv4(v4(CLIENT), v4(REJECT))
+                            .udp(5000, 53)
+                            .payload(b"query"),
+                    )),
+            ),
+        ),
+        case(
+            "no backend: IPv6 UDP answered with ICMPv6 port unreachable",
+            from_client()
+                .ipv6(v6(CLIENT6), v6(REJECT6))
+                .udp(5000, 53)
+                .payload(b"q"),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv6(v6(REJECT6), v6(CLIENT6))
+                    .icmp_dst_unreachable(4)
+                    .payload(&quote(
+                        from_client()
+                            .ipv6(v6(CLIENT6), v6(REJECT6))
+                            .udp(5000, 53)
+                            .payload(b"q"),
+                    )),
+            ),
+        ),
+        // --- TTL
+        case(
+            "TTL 1: ICMP time exceeded from the port's address, no flow created",
+            syn(from_client(), CLIENT, VIP, 40000, 80).ttl(1),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv4(v4(NODE), v4(CLIENT))
+                    .icmp_time_exceeded(0)
+                    .payload(&quote(syn(from_client(), CLIENT, VIP, 40000, 80).ttl(1))),
+            ),
+        ),
+        case(
+            "hop limit 1: ICMPv6 time exceeded",
+            syn(from_client(), CLIENT6, VIP6, 40000, 80).ttl(1),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv6(v6(NODE6), v6(CLIENT6))
+                    .icmp_time_exceeded(0)
+                    .payload(&quote(syn(from_client(), CLIENT6, VIP6, 40000, 80).ttl(1))),
+            ),
+        ),
+        // --- ARP / ND / echo
+        case(
+            "ARP request for a Service address is answered with the port's MAC",
+            PacketBuilder::new().arp_request(CLIENT_MAC, v4(CLIENT), v4(VIP)),
+            0,
+            Reply,
+            Some(PacketBuilder::new().arp_reply(MAC0, v4(VIP), CLIENT_MAC, v4(CLIENT))),
+        ),
+        case(
+            "ARP request for the port's own address is answered",
+            PacketBuilder::new().arp_request(CLIENT_MAC, v4(CLIENT), v4(NODE)),
+            0,
+            Reply,
+            Some(PacketBuilder::new().arp_reply(MAC0, v4(NODE), CLIENT_MAC, v4(CLIENT))),
+        ),
+        case(
+            "ARP request for someone else is ignored",
+            PacketBuilder::new().arp_request(CLIENT_MAC, v4(CLIENT), v4("198.18.0.77")),
+            0,
+            Drop(R::ArpIgnored),
+            None,
+        ),
+        case(
+            "neighbour solicitation for a Service address is answered",
+            PacketBuilder::new()
+                .eth(
+                    CLIENT_MAC,
+                    EthernetAddress::ipv6_multicast(v6("ff02::1:ff00:10")),
+                )
+                .ipv6(v6(CLIENT6), v6("ff02::1:ff00:10"))
+                .ttl(255)
+                .neighbor_solicit(v6(VIP6), Some(CLIENT_MAC)),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv6(v6(VIP6), v6(CLIENT6))
+                    .ttl(255)
+                    .neighbor_advert(
+                        NeighborFlags::SOLICITED | NeighborFlags::OVERRIDE,
+                        v6(VIP6),
+                        Some(MAC0),
+                    ),
+            ),
+        ),
+        case(
+            "ICMP echo to the appliance is answered",
+            from_client()
+                .ipv4(v4(CLIENT), v4(NODE))
+                .icmp_echo_request(7, 1)
+                .payload(b"ping"),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv4(v4(NODE), v4(CLIENT))
+                    .icmp_echo_reply(7, 1)
+                    .payload(b"ping"),
+            ),
+        ),
+        case(
+            "ICMP echo to a Service address is answered too",
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .ttl(9)
+                .icmp_echo_request(7, 2),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv4(v4(VIP), v4(CLIENT))
+                    .icmp_echo_reply(7, 2),
+            ),
+        ),
+        case(
+            "ICMPv6 echo to the appliance is answered",
+            from_client()
+                .ipv6(v6(CLIENT6), v6(NODE6))
+                .icmp_echo_request(3, 4)
+                .payload(b"p"),
+            0,
+            Reply,
+            Some(
+                reply_to_client()
+                    .ipv6(v6(NODE6), v6(CLIENT6))
+                    .icmp_echo_reply(3, 4)
+                    .payload(b"p"),
+            ),
+        ),
+        // --- fragments
+        case(
+            "a later fragment with no first fragment seen",
+            from_client()
+                .ipv4(v4(CLIENT), v4(EXT))
+                .ident(9)
+                .fragment(16, false)
+                .udp(5000, 53)
+                .payload(&[1; 8]),
+            0,
+            Drop(R::FragmentNoState),
+            None,
+        ),
+    ];
+    // Reverse NAT of each protocol after its forward packet.
+    v.push(Case {
+        setup: fwd_syn_setup(CLIENT, VIP, 40000, 80),
+        ..case(
+            "the backend's SYN-ACK is reverse-NATed to the frontend and routed to the client",
+            from_backend()
+                .ipv4(v4(BE1), v4(CLIENT))
+                .tcp(8080, 40000)
+                .syn_ack(),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv4(v4(VIP), v4(CLIENT))
+                    .ttl(63)
+                    .tcp(80, 40000)
+                    .syn_ack(),
+            ),
+        )
+    });
+    v.push(Case {
+        setup: fwd_syn_setup(CLIENT6, VIP6, 40000, 80),
+        ..case(
+            "IPv6 reverse NAT",
+            from_backend()
+                .ipv6(v6(BE6), v6(CLIENT6))
+                .tcp(8080, 40000)
+                .syn_ack(),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv6(v6(VIP6), v6(CLIENT6))
+                    .ttl(63)
+                    .tcp(80, 40000)
+                    .syn_ack(),
+            ),
+        )
+    });
+    v.push(Case {
+        setup: vec![(
+            from_client()
+                .ipv4(v4(CLIENT), v4(EXT))
+                .udp(5000, 53)
+                .build(),
+            0,
+        )],
+        ..case(
+            "UDP reverse NAT back to the externalIP",
+            from_backend()
+                .ipv4(v4(BE1), v4(CLIENT))
+                .udp(5353, 5000)
+                .payload(b"answer"),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv4(v4(EXT), v4(CLIENT))
+                    .ttl(63)
+                    .udp(53, 5000)
+                    .payload(b"answer"),
+            ),
+        )
+    });
+    v.push(Case {
+        setup: vec![(
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .sctp(7000, 3868)
+                .sctp_init(1)
+                .build(),
+            0,
+        )],
+        ..case(
+            "SCTP reverse NAT",
+            from_backend()
+                .ipv4(v4(BE3), v4(CLIENT))
+                .sctp(3868, 7000)
+                .sctp_init(2),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv4(v4(VIP), v4(CLIENT))
+                    .ttl(63)
+                    .sctp(3868, 7000)
+                    .sctp_init(2),
+            ),
+        )
+    });
+    v.push(Case {
+        setup: vec![(
+            from_client()
+                .ipv6(v6(CLIENT6), v6(VIP6))
+                .udp(5000, 53)
+                .build(),
+            0,
+        )],
+        ..case(
+            "IPv6 UDP reverse NAT",
+            from_backend()
+                .ipv6(v6(BE6), v6(CLIENT6))
+                .udp(5353, 5000)
+                .payload(b"a"),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv6(v6(VIP6), v6(CLIENT6))
+                    .ttl(63)
+                    .udp(53, 5000)
+                    .payload(b"a"),
+            ),
+        )
+    });
+    // ICMP errors about translated flows.
+    let dnated = syn(to_port(1), CLIENT, BE1, 40000, 8080).ttl(63);
+    let original = syn(from_client(), CLIENT, VIP, 40000, 80).ttl(63);
+    v.push(Case {
+        setup: fwd_syn_setup(CLIENT, VIP, 40000, 80),
+        ..case(
+            "frag-needed from a router about client→backend reaches the client about client→frontend",
+            from_backend().ipv4(v4(ROUTER), v4(CLIENT)).icmp_too_big(1400).payload(&quote(dnated.clone())),
+            1,
+            Forward(0),
+            Some(to_port(0).ipv4(v4(ROUTER), v4(CLIENT)).ttl(63).icmp_too_big(1400).payload(&quote(original.clone()))),
+        )
+    });
+    v.push(Case {
+        setup: fwd_syn_setup(CLIENT, VIP, 40000, 80),
+        ..case(
+            "port unreachable from the backend itself comes from the frontend address",
+            from_backend()
+                .ipv4(v4(BE1), v4(CLIENT))
+                .icmp_dst_unreachable(3)
+                .payload(&quote(dnated)),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv4(v4(VIP), v4(CLIENT))
+                    .ttl(63)
+                    .icmp_dst_unreachable(3)
+                    .payload(&quote(original)),
+            ),
+        )
+    });
+    let reply_out = to_port(0)
+        .ipv4(v4(VIP), v4(CLIENT))
+        .ttl(63)
+        .tcp(80, 40000)
+        .syn_ack();
+    let reply_in = from_backend()
+        .ipv4(v4(BE1), v4(CLIENT))
+        .ttl(63)
+        .tcp(8080, 40000)
+        .syn_ack();
+    v.push(Case {
+        setup: vec![
+            (syn(from_client(), CLIENT, VIP, 40000, 80).build(), 0),
+            (from_backend().ipv4(v4(BE1), v4(CLIENT)).tcp(8080, 40000).syn_ack().build(), 1),
+        ],
+        ..case(
+            "frag-needed about frontend→client (client side) goes to the backend about backend→client",
+            from_client().ipv4(v4("198.18.0.200"), v4(VIP)).icmp_too_big(1200).payload(&quote(reply_out)),
+            0,
+            Forward(1),
+            Some(to_port(1).ipv4(v4("198.18.0.200"), v4(BE1)).ttl(63).icmp_too_big(1200).payload(&quote(reply_in))),
+        )
+    });
+    let dnated6 = syn(to_port(1), CLIENT6, BE6, 40000, 8080).ttl(63);
+    let original6 = syn(from_client(), CLIENT6, VIP6, 40000, 80).ttl(63);
+    v.push(Case {
+        setup: fwd_syn_setup(CLIENT6, VIP6, 40000, 80),
+        ..case(
+            "ICMPv6 packet too big about client→backend, quoted TCP checksum translated too",
+            from_backend()
+                .ipv6(v6("fd00:10::200"), v6(CLIENT6))
+                .icmp_too_big(1280)
+                .payload(&quote(dnated6)),
+            1,
+            Forward(0),
+            Some(
+                to_port(0)
+                    .ipv6(v6("fd00:10::200"), v6(CLIENT6))
+                    .ttl(63)
+                    .icmp_too_big(1280)
+                    .payload(&quote(original6)),
+            ),
+        )
+    });
+    v.push(case(
+        "an ICMP error about no tracked flow",
+        from_backend()
+            .ipv4(v4(ROUTER), v4(CLIENT))
+            .icmp_too_big(1400)
+            .payload(&quote(syn(to_port(1), CLIENT, BE1, 1, 8080))),
+        1,
+        Drop(R::IcmpNoFlow),
+        None,
+    ));
+    // Fragments follow their first fragment.
+    let first = |b: PacketBuilder, s: &str, d: &str, dp: u16| {
+        b.ip(ip(s), ip(d))
+            .ident(77)
+            .fragment(0, true)
+            .udp(5000, dp)
+            .payload(&[7; 16])
+    };
+    let later = |b: PacketBuilder, s: &str, d: &str, dp: u16| {
+        b.ip(ip(s), ip(d))
+            .ident(77)
+            .fragment(24, false)
+            .udp(5000, dp)
+            .payload(&[8; 16])
+    };
+    v.push(case(
+        "a first UDP fragment is DNATed",
+        first(from_client(), CLIENT, EXT, 53),
+        0,
+        Forward(1),
+        Some(first(to_port(1), CLIENT, BE1, 5353).ttl(63)),
+    ));
+    v.push(Case {
+        setup: vec![(first(from_client(), CLIENT, EXT, 53).build(), 0)],
+        ..case(
+            "a later fragment follows its first fragment's translation",
+            later(from_client(), CLIENT, EXT, 53),
+            0,
+            Forward(1),
+            Some(later(to_port(1), CLIENT, BE1, 5353).ttl(63)),
+        )
+    });
+    v.push(Case {
+        setup: vec![(first(from_client(), CLIENT6, VIP6, 53).build(), 0)],
+        ..case(
+            "an IPv6 later fragment follows its first fragment",
+            later(from_client(), CLIENT6, VIP6, 53),
+            0,
+            Forward(1),
+            Some(later(to_port(1), CLIENT6, BE6, 5353).ttl(63)),
+        )
+    });
+    v
+}
+
+#[test]
+fn table_driven_cases() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut failures = Vec::new();
+    for c in cases() {
+        let mut w = Worker::new(config(0, 1));
+        for (f, rx) in &c.setup {
+            run(&mut w, &t, &n, f, *rx, 1);
+        }
+        let (v, out) = run(&mut w, &t, &n, &c.input, c.rx, 2);
+        let want_out = c.output.clone().unwrap_or_else(|| c.input.clone());
+        if v != c.verdict || out != want_out {
+            failures.push(format!(
+                "{}:\n  verdict {:?} (want {:?})\n  got  {:02x?}\n  want {:02x?}",
+                c.description, v, c.verdict, out, want_out
+            ));
+        }
+        // Every verdict is counted once.
+        let cs = w.counters();
+        let frames = cs.frames.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(frames, c.setup.len() as u64 + 1, "{}", c.description);
+        if let Verdict::Drop(r) = c.verdict {
+            assert!(cs.drops(r) >= 1, "{}: drop not counted", c.description);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ------------------------------------------------------------------ sequences
+
+fn relaxed(a: &std::sync::atomic::AtomicU64) -> u64 {
+    a.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A client port whose flows worker `want` of `n` owns.
+fn port_owned_by(client: &str, want: usize, n: usize) -> u16 {
+    (40000..u16::MAX)
+        .find(|&p| owner_worker(ip(client), p, n) == want)
+        .unwrap()
+}
+
+#[test]
+fn frames_of_another_workers_flow_are_steered_untouched() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let cport = port_owned_by(CLIENT, 1, 2);
+    let mut w0 = Worker::new(config(0, 2));
+    let mut w1 = Worker::new(config(1, 2));
+    let fwd = syn(from_client(), CLIENT, VIP, cport, 80).build();
+    let (v, out) = run(&mut w0, &t, &n, &fwd, 0, 1);
+    assert_eq!(v, Verdict::Steer(1));
+    assert_eq!(out, fwd);
+    assert!(
+        w0.conntrack().is_empty(),
+        "no state touched on the non-owner"
+    );
+    let (v, _) = run(&mut w1, &t, &n, &fwd, 0, 1);
+    assert_eq!(v, Verdict::Forward(1));
+    // The reply carries the client as destination: same owner.
+    let reply = from_backend()
+        .ipv4(v4(BE1), v4(CLIENT))
+        .tcp(8080, cport)
+        .syn_ack()
+        .build();
+    assert_eq!(run(&mut w0, &t, &n, &reply, 1, 2).0, Verdict::Steer(1));
+    assert_eq!(run(&mut w1, &t, &n, &reply, 1, 2).0, Verdict::Forward(0));
+    // An ICMP error names its client through the quoted header.
+    let dnated = syn(to_port(1), CLIENT, BE1, cport, 8080).ttl(63).build();
+    let err = from_backend()
+        .ipv4(v4(ROUTER), v4(CLIENT))
+        .icmp_too_big(1400)
+        .payload(&PacketBuilder::quote(&dnated))
+        .build();
+    assert_eq!(run(&mut w0, &t, &n, &err, 1, 3).0, Verdict::Steer(1));
+    assert_eq!(run(&mut w1, &t, &n, &err, 1, 3).0, Verdict::Forward(0));
+    assert_eq!(relaxed(&w0.counters().steered), 3);
+}
+
+#[test]
+fn later_fragments_follow_a_steered_first_fragment_to_its_owner() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let cport = port_owned_by(CLIENT, 1, 2);
+    let first = from_client()
+        .ipv4(v4(CLIENT), v4(EXT))
+        .ident(5)
+        .fragment(0, true)
+        .udp(cport, 53)
+        .payload(&[1; 16])
+        .build();
+    let later = from_client()
+        .ipv4(v4(CLIENT), v4(EXT))
+        .ident(5)
+        .fragment(24, false)
+        .udp(cport, 53)
+        .payload(&[2; 8])
+        .build();
+    let mut w0 = Worker::new(config(0, 2));
+    let mut w1 = Worker::new(config(1, 2));
+    assert_eq!(run(&mut w0, &t, &n, &first, 0, 1).0, Verdict::Steer(1));
+    assert_eq!(run(&mut w0, &t, &n, &later, 0, 1).0, Verdict::Steer(1));
+    assert_eq!(run(&mut w1, &t, &n, &first, 0, 1).0, Verdict::Forward(1));
+    let (v, out) = run(&mut w1, &t, &n, &later, 0, 1);
+    assert_eq!(v, Verdict::Forward(1));
+    let want = to_port(1)
+        .ipv4(v4(CLIENT), v4(BE1))
+        .ttl(63)
+        .ident(5)
+        .fragment(24, false)
+        .udp(cport, 5353)
+        .payload(&[2; 8])
+        .build();
+    assert_eq!(out, want);
+    assert_eq!(relaxed(&w1.counters().fragments_followed), 1);
+}
+
+#[test]
+fn established_flows_keep_their_backend_across_table_changes() {
+    let n = NeighbourTable::default();
+    let t1 = table_with(1, vec![backend(BE1, 8080)], None);
+    let mut w = Worker::new(config(0, 1));
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    assert_eq!(run(&mut w, &t1, &n, &s, 0, 1).0, Verdict::Forward(1));
+    // BE1 stops being ready (still listed); BE2 is the only usable backend now.
+    let mut not_ready = backend(BE1, 8080);
+    not_ready.conditions = Conditions {
+        ready: false,
+        serving: false,
+        terminating: true,
+    };
+    let t2 = table_with(2, vec![not_ready, backend(BE2, 8080)], Some(&t1));
+    let ack = from_client()
+        .ipv4(v4(CLIENT), v4(VIP))
+        .tcp(40000, 80)
+        .build();
+    let (v, out) = run(&mut w, &t2, &n, &ack, 0, 2);
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(
+        out,
+        to_port(1)
+            .ipv4(v4(CLIENT), v4(BE1))
+            .ttl(63)
+            .tcp(40000, 8080)
+            .build()
+    );
+    // A new flow goes to the usable backend.
+    let other = syn(from_client(), CLIENT, VIP, 40001, 80).build();
+    let (_, out) = run(&mut w, &t2, &n, &other, 0, 3);
+    assert_eq!(
+        out,
+        syn(to_port(1), CLIENT, BE2, 40001, 8080).ttl(63).build()
+    );
+}
+
+#[test]
+fn tcp_drains_to_a_removed_backend_udp_forgets_it() {
+    let n = NeighbourTable::default();
+    let t1 = table_with(1, vec![backend(BE1, 8080)], None);
+    let mut w = Worker::new(config(0, 1));
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    run(&mut w, &t1, &n, &s, 0, 1);
+    let udp = |t: &str| {
+        from_client()
+            .ipv4(v4(CLIENT), v4(t))
+            .udp(6000, 53)
+            .payload(b"x")
+            .build()
+    };
+    run(&mut w, &t1, &n, &udp(VIP), 0, 1);
+    // Table 2: `web` loses BE1 for BE2; `dns` loses BE1:5353 for BE2:5353.
+    let mut b = ServiceTable::builder().generation(2).workers(2);
+    let web = b.add_service(spec(
+        "default/web:http",
+        L4Protocol::Tcp,
+        vec![backend(BE2, 8080)],
+    ));
+    frontend(
+        &mut b,
+        web,
+        VIP,
+        80,
+        L4Protocol::Tcp,
+        FrontendKind::ClusterIp,
+        vec![],
+    );
+    let dns = b.add_service(spec(
+        "default/dns:53",
+        L4Protocol::Udp,
+        vec![backend(BE2, 5353)],
+    ));
+    frontend(
+        &mut b,
+        dns,
+        VIP,
+        53,
+        L4Protocol::Udp,
+        FrontendKind::ClusterIp,
+        vec![],
+    );
+    let t2 = b.build_reusing(Some(&t1));
+    let ack = from_client()
+        .ipv4(v4(CLIENT), v4(VIP))
+        .tcp(40000, 80)
+        .build();
+    let (_, out) = run(&mut w, &t2, &n, &ack, 0, 2);
+    assert_eq!(
+        out,
+        to_port(1)
+            .ipv4(v4(CLIENT), v4(BE1))
+            .ttl(63)
+            .tcp(40000, 8080)
+            .build(),
+        "TCP keeps draining to the removed backend"
+    );
+    let (_, out) = run(&mut w, &t2, &n, &udp(VIP), 0, 2);
+    assert_eq!(
+        out,
+        to_port(1)
+            .ipv4(v4(CLIENT), v4(BE2))
+            .ttl(63)
+            .udp(6000, 5353)
+            .payload(b"x")
+            .build(),
+        "UDP forgets the removed backend and picks again"
+    );
+    let late = from_backend()
+        .ipv4(v4(BE1), v4(CLIENT))
+        .udp(5353, 6000)
+        .build();
+    assert_eq!(
+        run(&mut w, &t2, &n, &late, 1, 3).0,
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}
+
+#[test]
+fn a_retransmitted_syn_whose_backend_never_answered_goes_elsewhere() {
+    let n = NeighbourTable::default();
+    let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+    let mut w = Worker::new(config(0, 1));
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    let (_, first) = run(&mut w, &t, &n, &s, 0, 1);
+    let first_dst = Ipv4Packet::new_checked(&first[14..]).unwrap().dst_addr();
+    // Within a second: same backend.
+    let (_, again) = run(&mut w, &t, &n, &s, 0, 500_000_000);
+    assert_eq!(again, first);
+    // After a second with no answer: the other backend.
+    let (v, retry) = run(&mut w, &t, &n, &s, 0, 1_600_000_000);
+    assert_eq!(v, Verdict::Forward(1));
+    let retry_dst = Ipv4Packet::new_checked(&retry[14..]).unwrap().dst_addr();
+    assert_ne!(retry_dst, first_dst);
+    // Its reply is reverse-NATed; the flow now answers and is not re-steered again.
+    let sa = from_backend()
+        .ipv4(retry_dst, v4(CLIENT))
+        .tcp(8080, 40000)
+        .syn_ack()
+        .build();
+    assert_eq!(
+        run(&mut w, &t, &n, &sa, 1, 1_700_000_000).0,
+        Verdict::Forward(0)
+    );
+    let (_, later) = run(&mut w, &t, &n, &s, 0, 5_000_000_000);
+    assert_eq!(
+        Ipv4Packet::new_checked(&later[14..]).unwrap().dst_addr(),
+        retry_dst
+    );
+}
+
+#[test]
+fn client_ip_affinity_holds_across_ports_and_workers() {
+    let n = NeighbourTable::default();
+    let t = table();
+    let workers = 2;
+    let mut ws: Vec<Worker> = (0..workers)
+        .map(|i| Worker::new(config(i, workers)))
+        .collect();
+    for client in ["198.18.0.1", "198.18.0.2", "198.18.0.3", "198.18.0.9"] {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..12u16 {
+            let cport = 41000 + k * 7;
+            let owner = owner_worker(ip(client), cport, workers);
+            let (v, out) = run(
+                &mut ws[owner],
+                &t,
+                &n,
+                &syn(from_client(), client, AFFINITY, cport, 80).build(),
+                0,
+                1 + u64::from(k),
+            );
+            assert_eq!(v, Verdict::Forward(1));
+            seen.insert(Ipv4Packet::new_checked(&out[14..]).unwrap().dst_addr());
+        }
+        assert_eq!(seen.len(), 1, "client {client} went to {seen:?}");
+    }
+}
+
+#[test]
+fn round_robin_cycles_and_random_stays_in_the_pool() {
+    let n = NeighbourTable::default();
+    for sched in [
+        crate::table::Scheduler::RoundRobin,
+        crate::table::Scheduler::Random,
+    ] {
+        let mut b = ServiceTable::builder().scheduler(sched);
+        let id = b.add_service(spec(
+            "rr",
+            L4Protocol::Tcp,
+            vec![backend(BE1, 80), backend(BE2, 80), backend(BE3, 80)],
+        ));
+        frontend(
+            &mut b,
+            id,
+            VIP,
+            80,
+            L4Protocol::Tcp,
+            FrontendKind::ClusterIp,
+            vec![],
+        );
+        let t = b.build();
+        let mut w = Worker::new(config(0, 1));
+        let mut got = Vec::new();
+        for p in 0..30 {
+            let (_, out) = run(
+                &mut w,
+                &t,
+                &n,
+                &syn(from_client(), CLIENT, VIP, 40000 + p, 80).build(),
+                0,
+                1,
+            );
+            got.push(Ipv4Packet::new_checked(&out[14..]).unwrap().dst_addr());
+        }
+        let distinct: std::collections::BTreeSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), 3, "{sched:?}: {got:?}");
+        if sched == crate::table::Scheduler::RoundRobin {
+            assert!(got
+                .windows(3)
+                .all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]));
+        }
+    }
+}
+
+#[test]
+fn unresolved_next_hops_get_one_rate_limited_arp_request_or_solicitation() {
+    let t = table();
+    let mut cfg = config(0, 1);
+    cfg.assume_resolved = None;
+    let mut w = Worker::new(cfg);
+    let empty = NeighbourTable::default();
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    let (v, out) = run(&mut w, &t, &empty, &s, 0, 1_000);
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(
+        out,
+        PacketBuilder::new()
+            .arp_request(MAC1, v4("10.0.0.254"), v4(BE1))
+            .build()
+    );
+    let s2 = syn(from_client(), CLIENT, VIP, 40001, 80).build();
+    assert_eq!(
+        run(&mut w, &t, &empty, &s2, 0, 2_000).0,
+        Verdict::Drop(DropReason::NeighbourUnresolved)
+    );
+    let c = w.counters();
+    assert_eq!(c.drops(DropReason::NeighbourUnresolved), 2);
+    assert_eq!(relaxed(&c.neighbour_requests), 1);
+    // After the retry interval, another request.
+    let s3 = syn(from_client(), CLIENT, VIP, 40002, 80).build();
+    assert_eq!(
+        run(
+            &mut w,
+            &t,
+            &empty,
+            &s3,
+            0,
+            2_000 + worker::NEIGHBOUR_RETRY_NS
+        )
+        .0,
+        Verdict::Forward(1)
+    );
+    // IPv6: a neighbour solicitation to the solicited-node group.
+    let s6 = syn(from_client(), CLIENT6, VIP6, 40000, 80).build();
+    let (v, out) = run(&mut w, &t, &empty, &s6, 0, 3_000);
+    assert_eq!(v, Verdict::Forward(1));
+    let group = v6("ff02::1:ff00:1");
+    assert_eq!(
+        out,
+        PacketBuilder::new()
+            .eth(MAC1, EthernetAddress::ipv6_multicast(group))
+            .ipv6(v6("fd00:10::fe"), group)
+            .ttl(255)
+            .neighbor_solicit(v6(BE6), Some(MAC1))
+            .build()
+    );
+    // Once known, frames go straight to the neighbour.
+    let known = NeighbourTable::new([(ip(BE1), [0x0a; 6])]);
+    let s4 = syn(from_client(), CLIENT, VIP, 40003, 80).build();
+    let (v, out) = run(&mut w, &t, &known, &s4, 0, 4_000);
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(
+        out,
+        syn(
+            PacketBuilder::new().eth(MAC1, EthernetAddress([0x0a; 6])),
+            CLIENT,
+            BE1,
+            40003,
+            8080
+        )
+        .ttl(63)
+        .build()
+    );
+}
+
+#[test]
+fn arp_and_nd_senders_on_connected_prefixes_are_learned() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    run(
+        &mut w,
+        &t,
+        &n,
+        &PacketBuilder::new()
+            .arp_request(CLIENT_MAC, v4(CLIENT), v4(VIP))
+            .build(),
+        0,
+        1,
+    );
+    // Not on port 0's prefix: not learned.
+    run(
+        &mut w,
+        &t,
+        &n,
+        &PacketBuilder::new()
+            .arp_request(CLIENT_MAC, v4("203.0.113.1"), v4(VIP))
+            .build(),
+        0,
+        1,
+    );
+    let na = PacketBuilder::new()
+        .eth(EthernetAddress([0x0b; 6]), MAC1)
+        .ipv6(v6("fd00:10::7"), v6("fd00:10::fe"))
+        .ttl(255)
+        .neighbor_advert(
+            NeighborFlags::SOLICITED,
+            v6("fd00:10::7"),
+            Some(EthernetAddress([0x0b; 6])),
+        )
+        .build();
+    assert_eq!(
+        run(&mut w, &t, &n, &na, 1, 1).0,
+        Verdict::Drop(DropReason::NdIgnored)
+    );
+    let learned: Vec<_> = w.learned().drain().collect();
+    assert_eq!(
+        learned,
+        vec![(ip(CLIENT), CLIENT_MAC.0), (ip("fd00:10::7"), [0x0b; 6])]
+    );
+}
+
+#[test]
+fn service_and_backend_counters_survive_a_rebuild() {
+    let n = NeighbourTable::default();
+    let t1 = table();
+    let mut w = Worker::new(config(1, 2));
+    let cport = port_owned_by(CLIENT, 1, 2);
+    let s = syn(from_client(), CLIENT, VIP, cport, 80).build();
+    run(&mut w, &t1, &n, &s, 0, 1);
+    let sa = from_backend()
+        .ipv4(v4(BE1), v4(CLIENT))
+        .tcp(8080, cport)
+        .syn_ack()
+        .build();
+    run(&mut w, &t1, &n, &sa, 1, 2);
+    let web = t1
+        .services()
+        .iter()
+        .find(|s| s.name() == "default/web:http")
+        .unwrap();
+    let totals = web.counters().totals();
+    assert_eq!((totals.packets, totals.new_flows, totals.bytes), (2, 1, 80));
+    let t2 = table_with(2, vec![backend(BE1, 8080), backend(BE2, 8080)], Some(&t1));
+    let web2 = t2
+        .services()
+        .iter()
+        .find(|s| s.name() == "default/web:http")
+        .unwrap();
+    assert_eq!(web2.counters().totals(), totals);
+    let id2 = t2
+        .frontend(&FrontendKey {
+            addr: ip(VIP),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+        })
+        .unwrap()
+        .service;
+    assert_eq!(
+        t2.backend_counters(id2, ip(BE1), 8080)
+            .unwrap()
+            .totals()
+            .packets,
+        2
+    );
+    assert_eq!(
+        t2.backend_counters(id2, ip(BE2), 8080)
+            .unwrap()
+            .totals()
+            .packets,
+        0
+    );
+    let ack = from_client()
+        .ipv4(v4(CLIENT), v4(VIP))
+        .tcp(cport, 80)
+        .build();
+    run(&mut w, &t2, &n, &ack, 0, 3);
+    assert_eq!(
+        web.counters().totals().packets,
+        3,
+        "the same counters object"
+    );
+}
+
+#[test]
+fn a_full_conntrack_table_still_forwards_statelessly() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut cfg = config(0, 1);
+    cfg.conntrack_capacity = 0;
+    let mut w = Worker::new(cfg);
+    let (v, out) = run(
+        &mut w,
+        &t,
+        &n,
+        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+        0,
+        1,
+    );
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(
+        out,
+        syn(to_port(1), CLIENT, BE1, 40000, 8080).ttl(63).build()
+    );
+    assert_eq!(relaxed(&w.counters().stateless_flows), 1);
+}
+
+#[test]
+fn malformed_frames_are_dropped_by_reason() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let mut bad_sum = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    bad_sum[14 + 10] ^= 0xff;
+    assert_eq!(
+        run(&mut w, &t, &n, &bad_sum, 0, 1).0,
+        Verdict::Drop(DropReason::Ipv4BadChecksum)
+    );
+    assert_eq!(
+        run(&mut w, &t, &n, &[0u8; 10], 0, 1).0,
+        Verdict::Drop(DropReason::EthernetTruncated)
+    );
+    let s = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    assert_eq!(
+        run(&mut w, &t, &n, &s[..14 + 20 + 10], 0, 1).0,
+        Verdict::Drop(DropReason::Ipv4Malformed)
+    );
+    let mut short_tcp = from_client()
+        .ipv4(v4(CLIENT), v4(VIP))
+        .raw(IpProtocol::Tcp)
+        .payload(&[0; 6])
+        .build();
+    short_tcp.truncate(short_tcp.len());
+    assert_eq!(
+        run(&mut w, &t, &n, &short_tcp, 0, 1).0,
+        Verdict::Drop(DropReason::L4Malformed)
+    );
+    let mut qinq = syn(from_client().vlan(1), CLIENT, VIP, 40000, 80).build();
+    qinq[16..18].copy_from_slice(&[0x81, 0x00]);
+    assert_eq!(
+        run(&mut w, &t, &n, &qinq, 0, 1).0,
+        Verdict::Drop(DropReason::UnsupportedVlan)
+    );
+    let c = w.counters();
+    assert_eq!(c.total_drops(), 5);
+    assert_eq!(relaxed(&c.frames), 5);
+}
+
+// ------------------------------------------------------------------ properties
+
+/// Whether `frame` is an Ethernet frame carrying a well-formed ARP, IPv4 or IPv6 packet.
+fn parses(frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    match eth.ethertype() {
+        EtherType::Arp => crate::wire::ArpPacket::new_checked(eth.payload()).is_ok(),
+        EtherType::Ipv4 => {
+            Ipv4Packet::new_checked(eth.payload()).is_ok_and(|p| p.verify_checksum())
+        }
+        EtherType::Ipv6 => {
+            Ipv6Packet::new_checked(eth.payload()).is_ok_and(|p| p.transport().is_ok())
+        }
+        _ => false,
+    }
+}
+
+/// Checks every checksum of an Ethernet/IP frame with a TCP, UDP or SCTP payload.
+fn checksums_verify(frame: &[u8]) -> bool {
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let (pseudo, proto, seg) = match eth.ethertype() {
+        EtherType::Ipv4 => {
+            let p = Ipv4Packet::new_checked(eth.payload()).unwrap();
+            if !p.verify_checksum() {
+                return false;
+            }
+            (
+                p.pseudo_header(),
+                u8::from(p.protocol()),
+                p.payload().to_vec(),
+            )
+        }
+        EtherType::Ipv6 => {
+            let p = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            let t = p.transport().unwrap();
+            (
+                p.pseudo_header(),
+                u8::from(t.protocol),
+                p.payload()[t.offset - 40..].to_vec(),
+            )
+        }
+        _ => return false,
+    };
+    match proto {
+        6 => TcpPacket::new_checked(&seg[..])
+            .unwrap()
+            .verify_checksum(&pseudo),
+        17 => UdpPacket::new_checked(&seg[..])
+            .unwrap()
+            .verify_checksum(&pseudo),
+        132 => SctpPacket::new_checked(&seg[..]).unwrap().verify_checksum(),
+        _ => false,
+    }
+}
+
+fn l4_frame(b: PacketBuilder, proto: u8, sport: u16, dport: u16, payload: &[u8]) -> PacketBuilder {
+    let b = b.payload(payload);
+    match proto {
+        6 => b.tcp(sport, dport).syn(),
+        17 => b.udp(sport, dport),
+        _ => b.sctp(sport, dport).sctp_init(7),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any byte string: no panic, and nothing unparseable is forwarded or answered.
+    #[test]
+    fn arbitrary_bytes_never_panic_nor_forward_garbage(
+        bytes in proptest::collection::vec(any::<u8>(), 0..200),
+        rx in 0u16..3,
+    ) {
+        let t = table();
+        let n = NeighbourTable::default();
+        let mut w = Worker::new(config(0, 1));
+        let (v, _) = run(&mut w, &t, &n, &bytes, rx, 1);
+        if matches!(v, Verdict::Forward(_) | Verdict::Reply) {
+            prop_assert!(parses(&bytes), "{v:?} for {bytes:02x?}");
+        }
+    }
+
+    /// Valid frames with bytes changed or cut: no panic, nothing unparseable forwarded,
+    /// and the length to transmit stays within the buffer.
+    #[test]
+    fn mutated_frames_never_panic(
+        which in 0usize..6,
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        cut in any::<usize>(),
+        cut_it in any::<bool>(),
+    ) {
+        let t = table();
+        let n = NeighbourTable::default();
+        let base = match which {
+            0 => syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+            1 => from_client().ipv6(v6(CLIENT6), v6(VIP6)).udp(5, 53).build(),
+            2 => PacketBuilder::new().arp_request(CLIENT_MAC, v4(CLIENT), v4(VIP)).build(),
+            3 => from_backend().ipv4(v4(ROUTER), v4(CLIENT)).icmp_too_big(1400)
+                .payload(&PacketBuilder::quote(&syn(to_port(1), CLIENT, BE1, 40000, 8080).build())).build(),
+            4 => from_client().ipv6(v6(CLIENT6), v6(VIP6)).ident(3).fragment(0, true).sctp(1, 3868).build(),
+            _ => from_client().ipv4(v4(CLIENT), v4(REJECT)).udp(1, 53).payload(&[0; 40]).build(),
+        };
+        let mut f = base.clone();
+        for (at, x) in flips {
+            let i = at % f.len();
+            f[i] ^= x;
+        }
+        if cut_it {
+            f.truncate(cut % (f.len() + 1));
+        }
+        let mut w = Worker::new(config(0, 1));
+        // Warm state so replies and ICMP errors find flows.
+        run(&mut w, &t, &n, &syn(from_client(), CLIENT, VIP, 40000, 80).build(), 0, 1);
+        let mut buf = f.clone();
+        buf.resize(f.len() + 64, 0);
+        let mut len = f.len();
+        let ctx = Context { table: &t, neighbours: &n };
+        let v = w.process(&mut buf, &mut len, 0, 2, &ctx);
+        prop_assert!(len <= buf.len());
+        if matches!(v, Verdict::Forward(_) | Verdict::Reply) {
+            prop_assert!(parses(&f), "{v:?} for {f:02x?}");
+            prop_assert!(parses(&buf[..len]), "{v:?} emitted {:02x?}", &buf[..len]);
+        }
+    }
+
+    /// Every translated frame's checksums verify, and reverse NAT of the backend's reply
+    /// restores the frontend's address and port: reverse(NAT(p)) swaps back to p.
+    #[test]
+    fn nat_checksums_verify_and_reverse_restores(
+        six in any::<bool>(),
+        proto in prop_oneof![Just(6u8), Just(17u8), Just(132u8)],
+        client_host in 1u8..250,
+        cport in 1024u16..65535,
+        payload in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let t = table();
+        let n = NeighbourTable::default();
+        let mut w = Worker::new(config(0, 1));
+        let (client, vip, dport) = if six {
+            (IpAddr::V6(Ipv6Addr::new(0xfd00, 0x18, 0, 0, 0, 0, 0, u16::from(client_host))), ip(VIP6), match proto { 6 => 80, 17 => 53, _ => 3868 })
+        } else {
+            (IpAddr::V4(Ipv4Addr::new(198, 18, 0, client_host)), ip(VIP), match proto { 6 => 80, 17 => 53, _ => 3868 })
+        };
+        let fwd = l4_frame(from_client().ip(client, vip), proto, cport, dport, &payload).build();
+        let (v, out) = run(&mut w, &t, &n, &fwd, 0, 1);
+        prop_assert_eq!(v, Verdict::Forward(1));
+        prop_assert!(checksums_verify(&out));
+        // The backend answers: swap the translated frame's addresses and ports.
+        let eth = EthernetFrame::new_checked(&out[..]).unwrap();
+        let (be, bport) = match eth.ethertype() {
+            EtherType::Ipv4 => {
+                let p = Ipv4Packet::new_checked(eth.payload()).unwrap();
+                (IpAddr::V4(p.dst_addr()), crate::wire::transport_ports(p.payload()).unwrap().1)
+            }
+            _ => {
+                let p = Ipv6Packet::new_checked(eth.payload()).unwrap();
+                (IpAddr::V6(p.dst_addr()), crate::wire::transport_ports(&p.payload()[..]).unwrap().1)
+            }
+        };
+        let reply = l4_frame(from_backend().ip(be, client), proto, bport, cport, &payload).build();
+        let (v, back) = run(&mut w, &t, &n, &reply, 1, 2);
+        prop_assert_eq!(v, Verdict::Forward(0));
+        prop_assert!(checksums_verify(&back));
+        let want = l4_frame(to_port(0).ip(vip, client).ttl(63), proto, dport, cport, &payload).build();
+        prop_assert_eq!(back, want);
+    }
+}
