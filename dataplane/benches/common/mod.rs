@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use kubypass_dataplane::hash::mix64;
 use kubypass_dataplane::packet_builder::PacketBuilder;
+use kubypass_dataplane::wire::EthernetAddress;
 use kubypass_dataplane::table::{
     Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction, ServiceSpec,
     ServiceTable, ServiceTableBuilder,
@@ -91,13 +92,51 @@ pub fn service_of(k: u64, services: usize) -> usize {
     (mix64(k ^ 0x5345_5256) % services as u64) as usize
 }
 
-/// A client→frontend TCP segment of flow `k` (ACK only: an established flow's packet).
+/// The appliance's port 0 (clients' side) and port 1 (backends' side) MACs, and the
+/// gateways' MACs on each.
+pub const PORT0_MAC: [u8; 6] = [0x02, 0x6b, 0x62, 0, 0, 0x10];
+pub const PORT1_MAC: [u8; 6] = [0x02, 0x6b, 0x62, 0, 0, 0x11];
+pub const GATEWAY0_MAC: [u8; 6] = [0x02, 0x67, 0x77, 0, 0, 0x10];
+pub const GATEWAY1_MAC: [u8; 6] = [0x02, 0x67, 0x77, 0, 0, 0x11];
+
+fn from_clients() -> PacketBuilder {
+    PacketBuilder::new().eth(EthernetAddress(GATEWAY0_MAC), EthernetAddress(PORT0_MAC))
+}
+
+fn from_backends() -> PacketBuilder {
+    PacketBuilder::new().eth(EthernetAddress(GATEWAY1_MAC), EthernetAddress(PORT1_MAC))
+}
+
+/// A client→frontend TCP segment of flow `k` (ACK only: an established flow's packet),
+/// as the gateway on port 0 sends it.
 pub fn forward_ack(k: u64, services: usize) -> Vec<u8> {
     let (c, cport) = client(k);
-    PacketBuilder::new()
+    from_clients()
         .ipv4(c, frontend_addr(service_of(k, services)))
         .tcp(cport, FRONTEND_PORT)
         .build()
+}
+
+/// The client's SYN opening flow `k`.
+pub fn forward_syn(k: u64, services: usize) -> Vec<u8> {
+    let (c, cport) = client(k);
+    from_clients()
+        .ipv4(c, frontend_addr(service_of(k, services)))
+        .tcp(cport, FRONTEND_PORT)
+        .syn()
+        .build()
+}
+
+/// A backend→client segment of flow `k` (SYN-ACK or ACK), as the gateway on port 1
+/// sends it.
+pub fn reverse(k: u64, backend: Ipv4Addr, backend_port: u16, syn_ack: bool) -> Vec<u8> {
+    let (c, cport) = client(k);
+    let b = from_backends().ipv4(backend, c).tcp(backend_port, cport);
+    if syn_ack {
+        b.syn_ack().build()
+    } else {
+        b.build()
+    }
 }
 
 /// Prebuilt frames in one flat allocation (fixed stride), copied out a burst at a time.
