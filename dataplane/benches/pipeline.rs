@@ -7,6 +7,7 @@
 //! - `reverse_nat`: backend→client ACKs of the same flows, translated back.
 //! - `new_flow`: SYNs of never-seen 5-tuples (frontend lookup, Maglev selection,
 //!   conntrack insert, DNAT).
+//! - `prefetch_only`: `Worker::prefetch` across a burst and nothing else (diagnostic).
 //!
 //! Every measured burst first copies 32 prebuilt frames into the receive buffer (a NIC
 //! hands a fresh frame each time); `copy/burst` (micro bench) and
@@ -218,11 +219,24 @@ fn label(services: usize, flows: u64) -> String {
     format!("{services}svc_{f}flows")
 }
 
+/// Whether to set up this configuration: `KUBYPASS_BENCH_CONFIGS`, when set, lists the
+/// labels to run (comma-separated, such as `1svc_1kflows,10000svc_1Mflows`). Setting up
+/// 1M flows takes seconds, and criterion's own filter cannot skip a set-up.
+fn selected(label: &str) -> bool {
+    match std::env::var("KUBYPASS_BENCH_CONFIGS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|l| l.trim() == label),
+        _ => true,
+    }
+}
+
 fn per_packet(c: &mut Criterion) {
     let neighbours = neighbours();
     for services in [1usize, 10_000] {
         let table = service_table(services);
         for flows in [1_000u64, 1_000_000] {
+            if !selected(&label(services, flows)) {
+                continue;
+            }
             let setup = Instant::now();
             let Populated {
                 mut worker,
@@ -289,6 +303,22 @@ fn per_packet(c: &mut Criterion) {
                 }
                 g.finish();
             }
+
+            // What `Worker::prefetch` alone costs across a burst: if it issued loads of
+            // the conntrack buckets, 1M flows would cost more here than 1k.
+            let mut g = c.benchmark_group("prefetch_only");
+            g.throughput(Throughput::Elements(BURST as u64));
+            let mut n = 0usize;
+            g.bench_function(name.clone(), |b| {
+                b.iter(|| {
+                    fwd.copy_burst(n, &mut burst);
+                    n += 1;
+                    for (f, &len) in burst.frames.iter().zip(&burst.lens) {
+                        worker.prefetch(&f[..len], &ctx);
+                    }
+                })
+            });
+            g.finish();
 
             let mut g = c.benchmark_group("new_flow");
             g.throughput(Throughput::Elements(BURST as u64));
