@@ -15,7 +15,9 @@ use kubypass_dataplane::conntrack::{ConnTrack, Direction, NatTarget, TcpFlags, T
 use kubypass_dataplane::flow::{flow_hash, FlowKey};
 use kubypass_dataplane::maglev::{Maglev, MaglevBackend};
 use kubypass_dataplane::table::{backend_id, ServiceId};
-use kubypass_dataplane::wire::{EtherType, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket};
+use kubypass_dataplane::wire::{
+    EtherType, EthernetAddress, EthernetFrame, IpProtocol, Ipv4Packet, TcpPacket,
+};
 
 use common::*;
 
@@ -208,6 +210,45 @@ fn frontend_lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// Services the conntrack benches spread their flows over.
+const CONNTRACK_SERVICES: usize = 10_000;
+/// The bench clock during lookups (ns); flows are inserted at 0.
+const T_NOW: u64 = 1_000_000_000;
+
+/// The forward key of flow `k` (client `k` to its Service's frontend).
+fn conntrack_key(k: u64) -> FlowKey {
+    let (c, cport) = client(k);
+    let s = service_of(k, CONNTRACK_SERVICES);
+    FlowKey::new(
+        IpAddr::V4(c),
+        IpAddr::V4(frontend_addr(s)),
+        cport,
+        FRONTEND_PORT,
+        6,
+    )
+}
+
+/// A table of exactly `flows` established TCP flows (capacity `flows`), inserted with
+/// `ConnTrack::insert` as the pipeline would: forward key, backend from the flow's Service.
+fn tracked(flows: u64) -> ConnTrack {
+    let mut ct = ConnTrack::new(flows as usize, Timeouts::default());
+    for k in 0..flows {
+        let key = conntrack_key(k);
+        let s = service_of(k, CONNTRACK_SERVICES);
+        let nat = NatTarget {
+            backend: IpAddr::V4(backend_addr(s, k as usize % BACKENDS_PER_SERVICE)),
+            backend_port: BACKEND_PORT,
+            service: ServiceId(s as u32),
+            generation: 1,
+        };
+        ct.insert(&key, nat, 0).expect("room for every flow");
+        let (h, _) = ct.lookup(&key, 0).expect("just inserted");
+        ct.update_tcp(h, Direction::Forward, TcpFlags(TcpFlags::ACK), 0);
+    }
+    assert_eq!(ct.len(), flows as usize, "{:?}", ct.stats());
+    ct
+}
+
 /// Connection tracking: lookup + TCP state update of an established flow's forward key,
 /// 32 per burst in a scattered order, at 1k and 1M tracked flows; `touch` first reads
 /// each key's bucket across the burst (the pipeline's prefetch) before the lookups.
@@ -215,42 +256,15 @@ fn conntrack_lookup(c: &mut Criterion) {
     let mut g = c.benchmark_group("conntrack_lookup");
     g.throughput(Throughput::Elements(BURST as u64));
     for flows in [1_000u64, 1_000_000] {
-        let mut ct = ConnTrack::new(flows as usize, Timeouts::default());
-        let keys: Vec<FlowKey> = (0..flows)
-            .map(|k| {
-                let (c, cport) = client(k);
-                let s = service_of(k, 10_000);
-                FlowKey::new(
-                    IpAddr::V4(c),
-                    IpAddr::V4(frontend_addr(s)),
-                    cport,
-                    FRONTEND_PORT,
-                    6,
-                )
-            })
-            .collect();
-        for (k, key) in keys.iter().enumerate() {
-            let s = service_of(k as u64, 10_000);
-            let nat = NatTarget {
-                backend: IpAddr::V4(backend_addr(s, k % BACKENDS_PER_SERVICE)),
-                backend_port: BACKEND_PORT,
-                service: ServiceId(s as u32),
-                generation: 1,
-            };
-            ct.insert(key, nat, 0).expect("room for every flow");
-            let (h, _) = ct.lookup(key, 0).expect("just inserted");
-            ct.update_tcp(h, Direction::Forward, TcpFlags(TcpFlags::ACK), 0);
-        }
-        assert_eq!(ct.len(), flows as usize, "{:?}", ct.stats());
+        let mut ct = tracked(flows);
         let order: Vec<FlowKey> = scattered(flows, 1 << 16)
             .into_iter()
-            .map(|k| keys[k as usize])
+            .map(conntrack_key)
             .collect();
-        drop(keys);
         let label = if flows >= 1_000_000 { "1M" } else { "1k" };
         for touch in [false, true] {
             let mut n = 0usize;
-            let now = 1_000_000_000u64;
+            let now = T_NOW;
             let name = format!("{label}_flows{}", if touch { "_touch" } else { "" });
             g.bench_function(name, |b| {
                 b.iter(|| {
@@ -279,6 +293,93 @@ fn conntrack_lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// The DNAT work of an established flow composed directly from the crate's pieces:
+/// checked Ethernet/IPv4/TCP views (IPv4 header checksum verified), conntrack lookup and
+/// TCP state update, destination address and port rewrite with incremental checksums,
+/// TTL, MACs. None of the pipeline's other steps (flow ownership, frontend lookup,
+/// revalidation, per-Service counters, route and neighbour lookup). A floor to compare
+/// `established_dnat` with, not a substitute for it.
+#[inline]
+fn dnat_floor_one(ct: &mut ConnTrack, frame: &mut [u8], now: u64) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+        return false;
+    };
+    if eth.ethertype() != EtherType::Ipv4 {
+        return false;
+    }
+    let l3 = eth.header_len();
+    let Some(l3_buf) = frame.get_mut(l3..) else {
+        return false;
+    };
+    let Ok(mut ip) = Ipv4Packet::new_checked(l3_buf) else {
+        return false;
+    };
+    if ip.protocol() != IpProtocol::Tcp || ip.is_later_fragment() || !ip.verify_checksum() {
+        return false;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+        return false;
+    };
+    let key = FlowKey::new(
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+        tcp.src_port(),
+        tcp.dst_port(),
+        6,
+    );
+    let flags = TcpFlags(tcp.flags().0 as u8);
+    let Some((h, dir)) = ct.lookup(&key, now) else {
+        return false;
+    };
+    ct.update_tcp(h, dir, flags, now);
+    let Some(f) = ct.flow(h) else {
+        return false;
+    };
+    let (IpAddr::V4(backend), bport) = (f.backend(), f.backend_port()) else {
+        return false;
+    };
+    let old = ip.rewrite_dst_addr(backend);
+    ip.decrement_ttl();
+    let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return false;
+    };
+    tcp.update_checksum_v4_addr(old, backend);
+    tcp.rewrite_dst_port(bport);
+    let mut eth = EthernetFrame::new_unchecked(&mut *frame);
+    eth.set_src_addr(EthernetAddress(PORT1_MAC));
+    eth.set_dst_addr(EthernetAddress(GATEWAY1_MAC));
+    true
+}
+
+fn dnat_floor(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dnat_floor");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for flows in [1_000u64, 1_000_000] {
+        let mut ct = tracked(flows);
+        let pool = FramePool::new(
+            scattered(flows, POOL)
+                .into_iter()
+                .map(|k| forward_ack(k, CONNTRACK_SERVICES)),
+        );
+        let mut burst = Burst::new();
+        let mut n = 0usize;
+        let label = if flows >= 1_000_000 { "1M" } else { "1k" };
+        g.bench_function(format!("{label}_flows"), |b| {
+            b.iter(|| {
+                pool.copy_burst(n, &mut burst);
+                n += 1;
+                let mut done = 0u32;
+                for (f, &len) in burst.frames.iter_mut().zip(&burst.lens) {
+                    done += u32::from(dnat_floor_one(&mut ct, &mut f[..len], T_NOW));
+                }
+                assert_eq!(done, BURST as u32, "every frame translated");
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     copy,
@@ -286,6 +387,7 @@ criterion_group!(
     maglev_build,
     maglev_lookup,
     frontend_lookup,
-    conntrack_lookup
+    conntrack_lookup,
+    dnat_floor
 );
 criterion_main!(benches);
