@@ -844,6 +844,63 @@ mod tests {
     }
 
     #[test]
+    fn counters_have_a_slot_per_worker_and_follow_names_across_builds() {
+        let not_ready = Conditions {
+            ready: false,
+            serving: false,
+            terminating: true,
+        };
+        let build = |prev: Option<&ServiceTable>, workers: usize| {
+            let mut b = ServiceTable::builder().workers(workers);
+            b.add_service(spec("other", vec![]));
+            b.add_service(spec(
+                "web",
+                vec![
+                    backend("10.0.0.1", 80, Conditions::READY),
+                    backend("10.0.0.2", 80, not_ready),
+                ],
+            ));
+            b.build_reusing(prev)
+        };
+        let one = build(None, 3);
+        let web = ServiceId(1);
+        assert_eq!(one.workers(), 3);
+        assert!(one.is_usable_backend(web, "10.0.0.1".parse().unwrap(), 80));
+        assert!(!one.is_usable_backend(web, "10.0.0.2".parse().unwrap(), 80));
+        assert!(one.has_backend(web, "10.0.0.2".parse().unwrap(), 80));
+        let s = &one.services()[1];
+        s.counters().count(0, 100, true);
+        s.counters().count(2, 50, false);
+        s.counters().count(7, 1, false); // no such worker: ignored
+        assert_eq!(
+            s.counters().totals(),
+            TrafficTotals {
+                packets: 2,
+                bytes: 150,
+                new_flows: 1
+            }
+        );
+        let b1 = one
+            .backend_counters(web, "10.0.0.1".parse().unwrap(), 80)
+            .unwrap();
+        b1.count(1, 10, true);
+        let two = build(Some(&one), 3);
+        assert_eq!(two.services()[1].counters().totals().bytes, 150);
+        assert_eq!(
+            two.backend_counters(web, "10.0.0.1".parse().unwrap(), 80)
+                .unwrap()
+                .totals()
+                .bytes,
+            10
+        );
+        assert_eq!(two.services()[0].counters().totals().packets, 0);
+        // A different worker count starts fresh slots.
+        let three = build(Some(&two), 4);
+        assert_eq!(three.services()[1].counters().totals().packets, 0);
+        assert_eq!(three.services()[1].counters().workers(), 4);
+    }
+
+    #[test]
     fn cidr_parse_and_contains() {
         let c: IpCidr = "198.18.0.0/15".parse().unwrap();
         assert!(c.contains("198.19.255.255".parse().unwrap()));

@@ -96,7 +96,7 @@ impl Routes {
         }
         entries.extend_from_slice(statics);
         // Longest prefix first; stable, so among equals connected routes win.
-        entries.sort_by(|a, b| b.prefix.prefix_len().cmp(&a.prefix.prefix_len()));
+        entries.sort_by_key(|r| std::cmp::Reverse(r.prefix.prefix_len()));
         Routes { entries }
     }
 

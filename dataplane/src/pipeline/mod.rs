@@ -11,6 +11,7 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
+pub use crate::flow::owner_worker;
 pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, WorkerConfig};
 pub use counters::PipelineCounters;
 pub use neighbour::{Learned, NeighbourTable};

@@ -634,6 +634,74 @@ fn cases() -> Vec<Case> {
                     .payload(b"p"),
             ),
         ),
+        case(
+            "an ICMP redirect is never translated",
+            from_backend()
+                .ipv4(v4(ROUTER), v4(CLIENT))
+                .raw(IpProtocol::Icmp)
+                .payload(&[5, 0, 0xfa, 0xff, 0, 0, 0, 0]),
+            1,
+            Drop(R::IcmpIgnored),
+            None,
+        ),
+        case(
+            "ICMP echo to an address that is neither ours nor a Service's",
+            from_client()
+                .ipv4(v4(CLIENT), v4("203.0.113.9"))
+                .icmp_echo_request(1, 1),
+            0,
+            Drop(R::IcmpIgnored),
+            None,
+        ),
+        case(
+            "neighbour solicitation for an address nobody here answers for",
+            PacketBuilder::new()
+                .eth(
+                    CLIENT_MAC,
+                    EthernetAddress::ipv6_multicast(v6("ff02::1:ff00:77")),
+                )
+                .ipv6(v6(CLIENT6), v6("ff02::1:ff00:77"))
+                .ttl(255)
+                .neighbor_solicit(v6("fd00:18::77"), Some(CLIENT_MAC)),
+            0,
+            Drop(R::NdIgnored),
+            None,
+        ),
+        case(
+            "neighbour solicitation with a hop limit below 255 is refused",
+            PacketBuilder::new()
+                .eth(
+                    CLIENT_MAC,
+                    EthernetAddress::ipv6_multicast(v6("ff02::1:ff00:10")),
+                )
+                .ipv6(v6(CLIENT6), v6("ff02::1:ff00:10"))
+                .ttl(64)
+                .neighbor_solicit(v6(VIP6), Some(CLIENT_MAC)),
+            0,
+            Drop(R::IcmpMalformed),
+            None,
+        ),
+        case(
+            "an SCTP first fragment cannot be translated",
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .ident(3)
+                .fragment(0, true)
+                .sctp(7000, 3868)
+                .sctp_init(1),
+            0,
+            Drop(R::FragmentUnsupported),
+            None,
+        ),
+        case(
+            "an IP protocol no Service carries, to a Service address",
+            from_client()
+                .ipv4(v4(CLIENT), v4(VIP))
+                .raw(IpProtocol::Unknown(99)),
+            0,
+            Drop(R::UnknownServicePort),
+            None,
+        ),
         // --- fragments
         case(
             "a later fragment with no first fragment seen",
@@ -1465,12 +1533,11 @@ fn malformed_frames_are_dropped_by_reason() {
         run(&mut w, &t, &n, &s[..14 + 20 + 10], 0, 1).0,
         Verdict::Drop(DropReason::Ipv4Malformed)
     );
-    let mut short_tcp = from_client()
+    let short_tcp = from_client()
         .ipv4(v4(CLIENT), v4(VIP))
         .raw(IpProtocol::Tcp)
         .payload(&[0; 6])
         .build();
-    short_tcp.truncate(short_tcp.len());
     assert_eq!(
         run(&mut w, &t, &n, &short_tcp, 0, 1).0,
         Verdict::Drop(DropReason::L4Malformed)
@@ -1481,9 +1548,15 @@ fn malformed_frames_are_dropped_by_reason() {
         run(&mut w, &t, &n, &qinq, 0, 1).0,
         Verdict::Drop(DropReason::UnsupportedVlan)
     );
+    let mut lldp = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    lldp[12..14].copy_from_slice(&[0x88, 0xcc]);
+    assert_eq!(
+        run(&mut w, &t, &n, &lldp, 0, 1).0,
+        Verdict::Drop(DropReason::UnsupportedEthertype)
+    );
     let c = w.counters();
-    assert_eq!(c.total_drops(), 5);
-    assert_eq!(relaxed(&c.frames), 5);
+    assert_eq!(c.total_drops(), 6);
+    assert_eq!(relaxed(&c.frames), 6);
 }
 
 // ------------------------------------------------------------------ properties
@@ -1644,7 +1717,7 @@ proptest! {
             }
             _ => {
                 let p = Ipv6Packet::new_checked(eth.payload()).unwrap();
-                (IpAddr::V6(p.dst_addr()), crate::wire::transport_ports(&p.payload()[..]).unwrap().1)
+                (IpAddr::V6(p.dst_addr()), crate::wire::transport_ports(p.payload()).unwrap().1)
             }
         };
         let reply = l4_frame(from_backend().ip(be, client), proto, bport, cport, &payload).build();

@@ -39,8 +39,8 @@ use crate::pipeline::fragments::{FragmentAction, FragmentKey, FragmentTable};
 use crate::pipeline::neighbour::{Learned, NeighbourTable};
 use crate::pipeline::verdict::{DropReason, Verdict};
 use crate::table::{
-    Backend, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service, ServiceId,
-    ServiceTable,
+    Backend, Conditions, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service,
+    ServiceId, ServiceTable,
 };
 use crate::wire::checksum::{self, PseudoHeader};
 use crate::wire::icmpv4::{self, Message as V4Msg};
@@ -134,8 +134,14 @@ fn dropped(r: DropReason) -> Verdict {
 }
 
 impl Worker {
-    /// A worker with every table allocated now, sized by `config`.
+    /// A worker with every table allocated now, sized by `config`, with the default
+    /// connection-tracking timeouts.
     pub fn new(config: WorkerConfig) -> Worker {
+        Worker::with_timeouts(config, Timeouts::default())
+    }
+
+    /// [`Worker::new`] with connection-tracking timeouts of the caller's choice.
+    pub fn with_timeouts(config: WorkerConfig, timeouts: Timeouts) -> Worker {
         let routes = Routes::new(&config.ports, &config.routes);
         let own = config
             .ports
@@ -153,7 +159,7 @@ impl Worker {
             })
             .collect();
         Worker {
-            conntrack: ConnTrack::new(config.conntrack_capacity, Timeouts::default()),
+            conntrack: ConnTrack::new(config.conntrack_capacity, timeouts),
             affinity: AffinityTable::new(config.affinity_capacity),
             affinity_cursor: 0,
             fragments: FragmentTable::new(config.fragment_capacity),
@@ -740,10 +746,13 @@ impl Worker {
                 .lookup(client, svc.key(), now)
                 .filter(|t| table.is_usable_backend(sid, t.backend, t.port));
             let b = match pinned {
-                Some(t) => usable
-                    .iter()
-                    .find(|b| b.addr == t.backend && b.port == t.port)
-                    .copied(),
+                // Only its address and port are used from here on.
+                Some(t) => Some(Backend {
+                    addr: t.backend,
+                    port: t.port,
+                    weight: 1,
+                    conditions: Conditions::READY,
+                }),
                 None => svc
                     .maglev_pick(client_hash(table.seed(), client))
                     .and_then(|i| usable.get(i))
@@ -934,6 +943,8 @@ impl Worker {
             }
             match p.msg_type() {
                 V4Msg::EchoRequest if mine => return echo_reply(frame, ip, at, false),
+                // A redirect names a gateway, not a flow: never translated.
+                V4Msg::Redirect => false,
                 m => m.is_error(),
             }
         };
