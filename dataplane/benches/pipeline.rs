@@ -113,10 +113,7 @@ fn run(worker: &mut Worker, ctx: &Context, frame: Vec<u8>, rx: u16, now: u64) ->
 fn populate(table: &ServiceTable, neighbours: &NeighbourTable, flows: u64) -> Populated {
     let services = table.services().len();
     let mut worker = Worker::new(worker_config(flows as usize + NEW_FLOW_ROOM));
-    let ctx = Context {
-        table,
-        neighbours,
-    };
+    let ctx = Context { table, neighbours };
     let mut backends = Vec::with_capacity(flows as usize);
     for k in 0..flows {
         let out = run(&mut worker, &ctx, forward_syn(k, services), 0, T0);

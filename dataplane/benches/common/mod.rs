@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use kubypass_dataplane::hash::mix64;
 use kubypass_dataplane::packet_builder::PacketBuilder;
-use kubypass_dataplane::wire::EthernetAddress;
 use kubypass_dataplane::table::{
     Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction, ServiceSpec,
     ServiceTable, ServiceTableBuilder,
 };
+use kubypass_dataplane::wire::EthernetAddress;
 
 /// Frames per burst, as a worker polls them.
 pub const BURST: usize = 32;
