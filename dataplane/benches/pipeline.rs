@@ -29,6 +29,7 @@ mod common;
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -276,6 +277,8 @@ fn per_packet(c: &mut Criterion) {
                 for &prefetch in variants {
                     let mut n = 0usize;
                     let mut bad = 0u64;
+                    let counters = worker.counters();
+                    let new_before = counters.new_flows.load(Ordering::Relaxed);
                     let id = if prefetch {
                         name.clone()
                     } else {
@@ -298,6 +301,12 @@ fn per_packet(c: &mut Criterion) {
                         })
                     });
                     assert_eq!(bad, 0, "{group}/{name}: frames not forwarded");
+                    // Every frame took the tracked-flow path: no flow was created.
+                    assert_eq!(
+                        counters.new_flows.load(Ordering::Relaxed),
+                        new_before,
+                        "{group}/{name}: a frame missed its tracked flow"
+                    );
                 }
                 g.finish();
             }
@@ -326,6 +335,8 @@ fn per_packet(c: &mut Criterion) {
             let mut since_purge = 0u64;
             let sweep = worker.conntrack().capacity().div_ceil(256);
             let evicted_before = worker.conntrack().stats().evicted;
+            let counters = worker.counters();
+            let new_before = counters.new_flows.load(Ordering::Relaxed);
             g.bench_function(name.clone(), |b| {
                 b.iter_custom(|iters| {
                     let mut took = Duration::ZERO;
@@ -368,6 +379,12 @@ fn per_packet(c: &mut Criterion) {
                 worker.conntrack().len()
             );
             assert_eq!(bad, 0, "new_flow/{name}: frames not forwarded");
+            // Every frame opened a flow of its own (no tuple was seen twice).
+            assert_eq!(
+                counters.new_flows.load(Ordering::Relaxed) - new_before,
+                (n * BURST) as u64,
+                "new_flow/{name}: a fresh tuple was not new"
+            );
         }
     }
 }
