@@ -248,32 +248,6 @@ mod tests {
         assert_eq!(t.lookup(u64::MAX), Some(t.slots()[508]));
     }
 
-    /// Build-time budget: 10,000 services × 10 backends (1,021 slots each). Meaningful in
-    /// release builds (`cargo test --release -- --ignored maglev_build_speed`).
-    #[test]
-    #[ignore = "timing; run with --release"]
-    fn maglev_build_speed() {
-        // Best of three, so that other work on a shared machine does not decide the result.
-        let mut took = std::time::Duration::MAX;
-        let mut total = 0;
-        for _ in 0..3 {
-            let start = std::time::Instant::now();
-            total = 0;
-            for s in 0..10_000u64 {
-                let b: Vec<MaglevBackend> = (0..10)
-                    .map(|i| MaglevBackend {
-                        id: hash_words(s, &[i]),
-                        weight: 1,
-                    })
-                    .collect();
-                total += Maglev::new(&b).len();
-            }
-            took = took.min(start.elapsed());
-        }
-        eprintln!("10k tables ({total} slots) in {took:?}");
-        assert!(took.as_millis() < 200, "{took:?}");
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
