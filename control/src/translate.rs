@@ -34,6 +34,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -212,6 +213,12 @@ pub struct Translator {
     entries: Vec<CacheEntry>,
     /// `namespace/name` → position in `entries`.
     positions: FastMap<String, usize>,
+    /// The services of the last table built, in id order.
+    built: Vec<Arc<TableService>>,
+    /// The status of the last translation, one per entry.
+    status: Vec<Arc<ServiceStatus>>,
+    /// The warnings of the last translation.
+    warnings: Vec<Warning>,
     /// Generation of the last table built.
     last_generation: Option<u64>,
 }
@@ -221,9 +228,8 @@ struct CacheEntry {
     service: Arc<Service>,
     slices: Vec<Arc<EndpointSlice>>,
     plan: ServicePlan,
-    /// The table services built for the plan's pools, in pool order, from the last table.
-    built: Vec<Arc<TableService>>,
-    status: Arc<ServiceStatus>,
+    /// Where the plan's pools are in `Translator::built` (their ids in the last table).
+    built: Range<usize>,
     /// Warnings of placing the plan in the table (frontends claimed twice).
     placed_warnings: Vec<Warning>,
 }
@@ -246,6 +252,9 @@ impl Translator {
             index: FastMap::default(),
             entries: Vec::new(),
             positions: FastMap::default(),
+            built: Vec::new(),
+            status: Vec::new(),
+            warnings: Vec::new(),
             last_generation: None,
         }
     }
@@ -265,8 +274,6 @@ impl Translator {
             let changed = self.rebuild(services, slices);
             return self.assemble_all(previous, &changed);
         };
-        self.last_services.clone_from_slice(services);
-        self.last_slices.clone_from_slice(slices);
         let mut old_plans: Vec<(usize, ServicePlan)> = Vec::new();
         for i in dirty {
             let Some(e) = self.entries.get_mut(i) else {
@@ -290,25 +297,30 @@ impl Translator {
             e.slices = joined.to_vec();
             old_plans.push((i, std::mem::replace(&mut e.plan, plan)));
         }
+        let changed: Vec<usize> = old_plans.iter().map(|(i, _)| *i).collect();
         let fast = previous.is_some_and(|p| self.is_last_table(p))
             && old_plans.iter().all(|(i, old)| {
                 self.entries
                     .get(*i)
                     .is_some_and(|e| same_frontends(&old.planned, &e.plan.planned))
             });
-        let changed: Vec<usize> = old_plans.iter().map(|(i, _)| *i).collect();
         match previous {
-            Some(p) if fast => self.assemble_changed(p, &changed),
+            Some(p) if fast => {
+                let same_warnings = old_plans.iter().all(|(i, old)| {
+                    self.entries
+                        .get(*i)
+                        .is_some_and(|e| e.plan.warnings == old.warnings)
+                });
+                self.assemble_changed(p, &changed, same_warnings)
+            }
             _ => self.assemble_all(previous, &changed),
         }
     }
-}
 
-impl Translator {
-    /// Brings the slice index up to date with a few changed input positions, and names
-    /// the entries they touch: `(dirty entries, replaced Service objects by entry)`.
-    /// `None` when the change is not a few same-named replacements (then everything is
-    /// rebuilt); the index is then left for [`Self::rebuild`] to replace.
+    /// Brings the slice index and the last inputs up to date with a few changed input
+    /// positions, and names the entries they touch: `(dirty entries, replaced Service
+    /// objects by entry)`. `None` when the change is not a few same-named replacements
+    /// (then everything is rebuilt); nothing has been changed then.
     #[allow(clippy::type_complexity)] // One private call site; a struct would only name the pair.
     fn patch(
         &mut self,
@@ -323,7 +335,8 @@ impl Translator {
         }
         let mut dirty = Vec::new();
         let mut replaced = Vec::new();
-        for (new, old) in services.iter().zip(&self.last_services) {
+        let mut changed_services = Vec::new();
+        for (i, (new, old)) in services.iter().zip(&self.last_services).enumerate() {
             if Arc::ptr_eq(new, old) {
                 continue;
             }
@@ -334,6 +347,7 @@ impl Translator {
             let at = *self.positions.get(&key)?;
             dirty.push(at);
             replaced.push((at, new.clone()));
+            changed_services.push(i);
         }
         let changed: Vec<usize> = slices
             .iter()
@@ -346,13 +360,19 @@ impl Translator {
         if changed.len() > MAX_PATCHED_SLICES {
             return None;
         }
+        for i in changed_services {
+            if let (Some(new), Some(last)) = (services.get(i), self.last_services.get_mut(i)) {
+                *last = new.clone();
+            }
+        }
         for i in changed {
-            let (Some(new), Some(old)) = (slices.get(i), self.last_slices.get(i)) else {
+            let (Some(new), Some(last)) = (slices.get(i), self.last_slices.get_mut(i)) else {
                 continue;
             };
-            if let Some(key) = slice_key(old) {
+            let old = std::mem::replace(last, new.clone());
+            if let Some(key) = slice_key(&old) {
                 if let Some(list) = self.index.get_mut(&key) {
-                    list.retain(|s| !Arc::ptr_eq(s, old));
+                    list.retain(|s| !Arc::ptr_eq(s, &old));
                 }
                 dirty.extend(self.positions.get(&key).copied());
             }
@@ -404,12 +424,7 @@ impl Translator {
                         service: svc.clone(),
                         slices: joined.to_vec(),
                         plan: plan_service(svc, &refs, &self.settings),
-                        built: Vec::new(),
-                        status: Arc::new(ServiceStatus {
-                            namespace: String::new(),
-                            name: String::new(),
-                            outcome: Outcome::Served(Vec::new()),
-                        }),
+                        built: 0..0,
                         placed_warnings: Vec::new(),
                     }
                 }
@@ -423,62 +438,78 @@ impl Translator {
         planned
     }
 
-    /// Whether `table` is the last table this translator built (its services are the
-    /// entries' built services, in order).
+    /// Whether `table` is the last table this translator built.
     fn is_last_table(&self, table: &ServiceTable) -> bool {
-        if self.last_generation != Some(table.generation()) {
-            return false;
-        }
-        let mut built = self.entries.iter().flat_map(|e| e.built.iter());
-        table
-            .services()
-            .iter()
-            .all(|s| built.next().is_some_and(|b| Arc::ptr_eq(s, b)))
-            && built.next().is_none()
+        self.last_generation == Some(table.generation())
+            && table.services().len() == self.built.len()
+            && table
+                .services()
+                .iter()
+                .zip(&self.built)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
     /// Places every entry in a new table. `changed` lists the entries re-planned since
     /// the last table, in order; the others are shared from it as built.
     fn assemble_all(&mut self, previous: Option<&ServiceTable>, changed: &[usize]) -> Translation {
         let mut builder = table_builder(&self.settings, previous);
-        let share = previous.is_some();
+        let mut status = Vec::with_capacity(self.entries.len());
         for (i, e) in self.entries.iter_mut().enumerate() {
             let unchanged = changed.binary_search(&i).is_err();
-            let built = if share { &e.built[..] } else { &[] };
+            let built = match previous {
+                Some(_) => self.built.get(e.built.clone()).unwrap_or(&[]),
+                None => &[],
+            };
+            let first = builder.service_count();
             let placed = place(&mut builder, &e.plan, built, unchanged);
-            e.status = Arc::new(placed.status);
+            e.built = first..builder.service_count();
             e.placed_warnings = placed.warnings;
+            status.push(Arc::new(placed.status));
         }
-        self.finish(builder.build_reusing(previous))
+        let table = builder.build_reusing(previous);
+        self.built = table.services().to_vec();
+        self.status = status;
+        self.warnings = self
+            .entries
+            .iter()
+            .flat_map(|e| e.plan.warnings.iter().chain(&e.placed_warnings))
+            .cloned()
+            .collect();
+        self.finish(table)
     }
 
-    /// Places the entries in a new table whose frontends are `previous`'s: only the
-    /// `changed` entries' pools are built, and every changed entry's frontends and pool
-    /// count are as before, so ids and frontend claims are too.
-    fn assemble_changed(&mut self, previous: &ServiceTable, changed: &[usize]) -> Translation {
+    /// Places the entries in a new table whose frontends are `previous`'s (the last table
+    /// built): only the `changed` entries' pools are built, and every changed entry's
+    /// frontends and pool count are as before, so ids and frontend claims are too.
+    /// `same_warnings`: the changed entries warn as before.
+    fn assemble_changed(
+        &mut self,
+        previous: &ServiceTable,
+        changed: &[usize],
+        same_warnings: bool,
+    ) -> Translation {
         let mut builder = table_builder(&self.settings, Some(previous));
         builder.copy_frontends(previous);
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            if changed.binary_search(&i).is_err() {
-                for b in &e.built {
-                    builder.add_built_service(b.clone());
-                }
-                continue;
-            }
-            let Planned::Served(pools) = &e.plan.planned else {
-                e.status = Arc::new(ServiceStatus {
-                    outcome: planned_outcome(&e.plan.planned),
-                    ..(*e.status).clone()
-                });
+        let mut next = 0;
+        for &i in changed {
+            let Some(e) = self.entries.get(i) else {
                 continue;
             };
-            let old: &[PoolStatus] = match &e.status.outcome {
-                Outcome::Served(old) => old,
-                Outcome::Ignored(_) => &[],
+            for b in self.built.get(next..e.built.start).unwrap_or(&[]) {
+                builder.add_built_service(b.clone());
+            }
+            next = e.built.end;
+            let pools: &[PoolPlan] = match &e.plan.planned {
+                Planned::Served(pools) => pools,
+                Planned::Ignored(_) => &[],
+            };
+            let old: &[PoolStatus] = match self.status.get(i).map(|s| &s.outcome) {
+                Some(Outcome::Served(old)) => old,
+                _ => &[],
             };
             let mut statuses = Vec::with_capacity(pools.len());
             for (p, pool) in pools.iter().enumerate() {
-                let id = match e.built.get(p) {
+                let id = match self.built.get(e.built.start + p) {
                     Some(earlier) => {
                         builder.add_service_replacing(pool.spec.clone(), earlier.clone())
                     }
@@ -493,34 +524,51 @@ impl Translator {
                     no_backend: pool.spec.no_backend,
                 });
             }
-            e.status = Arc::new(ServiceStatus {
-                namespace: e.plan.namespace.clone(),
-                name: e.plan.name.clone(),
-                outcome: Outcome::Served(statuses),
-            });
+            let outcome = match &e.plan.planned {
+                Planned::Served(_) => Outcome::Served(statuses),
+                Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
+            };
+            if let Some(s) = self.status.get_mut(i) {
+                *s = Arc::new(ServiceStatus {
+                    namespace: e.plan.namespace.clone(),
+                    name: e.plan.name.clone(),
+                    outcome,
+                });
+            }
         }
-        self.finish(builder.build_reusing(Some(previous)))
+        for b in self.built.get(next..).unwrap_or(&[]) {
+            builder.add_built_service(b.clone());
+        }
+        let table = builder.build_reusing(Some(previous));
+        for &i in changed {
+            if let Some(e) = self.entries.get(i) {
+                for id in e.built.clone() {
+                    if let (Some(slot), Some(s)) =
+                        (self.built.get_mut(id), table.services().get(id))
+                    {
+                        *slot = s.clone();
+                    }
+                }
+            }
+        }
+        if !same_warnings {
+            self.warnings = self
+                .entries
+                .iter()
+                .flat_map(|e| e.plan.warnings.iter().chain(&e.placed_warnings))
+                .cloned()
+                .collect();
+        }
+        self.finish(table)
     }
 
-    /// Records the built services of `table` in the entries and makes the translation.
+    /// Makes the translation of `table` from the recorded status and warnings.
     fn finish(&mut self, table: ServiceTable) -> Translation {
-        let mut built = table.services().iter();
-        let mut warnings = Vec::new();
-        for e in &mut self.entries {
-            let pools = match &e.plan.planned {
-                Planned::Served(p) => p.len(),
-                Planned::Ignored(_) => 0,
-            };
-            e.built.clear();
-            e.built.extend(built.by_ref().take(pools).cloned());
-            warnings.extend(e.plan.warnings.iter().cloned());
-            warnings.extend(e.placed_warnings.iter().cloned());
-        }
         self.last_generation = Some(table.generation());
         Translation {
-            status: self.entries.iter().map(|e| e.status.clone()).collect(),
+            status: self.status.clone(),
+            warnings: self.warnings.clone(),
             table,
-            warnings,
         }
     }
 }
@@ -586,14 +634,6 @@ fn place(
             outcome,
         },
         warnings,
-    }
-}
-
-/// The status of a plan that has no pools.
-fn planned_outcome(planned: &Planned) -> Outcome {
-    match planned {
-        Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
-        Planned::Served(_) => Outcome::Served(Vec::new()),
     }
 }
 

@@ -288,6 +288,8 @@ pub struct Service {
     key: u64,
     /// The seed the Maglev table was filled with.
     seed: u64,
+    /// How many workers the counters have slots for.
+    workers: usize,
     counters: Arc<TrafficSlots>,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
@@ -415,6 +417,7 @@ impl Service {
             usable: usable.into(),
             maglev,
             seed,
+            workers,
             counters,
             listed,
         }
@@ -684,6 +687,8 @@ pub struct ServiceTableBuilder {
     service_addrs: FastSet<IpAddr>,
     /// Frontends were copied from another table: their ids are checked at build.
     copied_frontends: bool,
+    /// The one empty source-range list every unrestricted frontend shares.
+    no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
 }
 
@@ -767,11 +772,18 @@ impl ServiceTableBuilder {
                 Err(TableError::DuplicateFrontend(key))
             }
             std::collections::hash_map::Entry::Vacant(v) => {
+                let source_ranges = if source_ranges.is_empty() {
+                    self.no_ranges
+                        .get_or_insert_with(|| Arc::from(Vec::new()))
+                        .clone()
+                } else {
+                    source_ranges.into()
+                };
                 v.insert(Frontend {
                     key,
                     kind,
                     service,
-                    source_ranges: source_ranges.into(),
+                    source_ranges,
                 });
                 self.service_addrs.insert(key.addr);
                 Ok(())
@@ -794,33 +806,32 @@ impl ServiceTableBuilder {
     pub fn build_reusing(self, previous: Option<&ServiceTable>) -> ServiceTable {
         let seed = self.seed;
         let workers = self.workers.max(1);
-        // The name index of `previous`, made only if some service needs it.
-        let needs_lookup = previous.is_some()
-            && self.services.iter().any(|p| match p {
-                PendingService::Spec { earlier, .. } => earlier.is_none(),
-                PendingService::Built(s) => s.seed != seed || s.counters.workers() != workers,
-            });
-        let by_name: FastMap<&str, &Service> = match previous {
-            Some(p) if needs_lookup => p.services.iter().map(|s| (s.name(), &**s)).collect(),
-            _ => FastMap::default(),
+        // The name index of `previous`, made the first time a service needs it.
+        let mut by_name: Option<FastMap<&str, &Service>> = None;
+        let mut earlier_named = |name: &str| -> Option<&Service> {
+            let p = previous?;
+            by_name
+                .get_or_insert_with(|| p.services.iter().map(|s| (s.name(), &**s)).collect())
+                .get(name)
+                .copied()
         };
-        let services: Vec<Arc<Service>> = self
-            .services
-            .into_iter()
-            .map(|pending| match pending {
-                PendingService::Built(s) if s.seed == seed && s.counters.workers() == workers => s,
+        let mut services = Vec::with_capacity(self.services.len());
+        for pending in self.services {
+            services.push(match pending {
+                PendingService::Built(s) if s.seed == seed && s.workers == workers => s,
                 PendingService::Built(s) => {
-                    let earlier = by_name.get(s.name()).copied().unwrap_or(&*s);
+                    let earlier = earlier_named(s.name()).unwrap_or(&*s);
                     Arc::new(Service::build(s.spec.clone(), seed, workers, Some(earlier)))
                 }
                 PendingService::Spec { spec, earlier } => {
-                    let earlier = earlier
-                        .as_deref()
-                        .or_else(|| by_name.get(spec.name.as_str()).copied());
+                    let earlier = match earlier.as_deref() {
+                        Some(e) => Some(e),
+                        None => earlier_named(&spec.name),
+                    };
                     Arc::new(Service::build(spec, seed, workers, earlier))
                 }
-            })
-            .collect();
+            });
+        }
         let mut frontends = self.frontends;
         let mut service_addrs = self.service_addrs;
         if self.copied_frontends {
