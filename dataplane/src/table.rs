@@ -665,13 +665,11 @@ impl ServiceTable {
     }
 }
 
-/// A service waiting in a builder.
+/// A service waiting in a builder (a pointer wide, so a builder of shared services
+/// moves little).
 enum PendingService {
-    /// To build; `earlier` is the service it replaces, if the caller named it.
-    Spec {
-        spec: ServiceSpec,
-        earlier: Option<Arc<Service>>,
-    },
+    /// To build, with the service it replaces if the caller named one.
+    Spec(Box<(ServiceSpec, Option<Arc<Service>>)>),
     /// Built already; kept as is when its seed and worker count match the table's.
     Built(Arc<Service>),
 }
@@ -716,10 +714,8 @@ impl ServiceTableBuilder {
 
     /// Adds a service; the id is what its frontends name.
     pub fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
-        self.services.push(PendingService::Spec {
-            spec,
-            earlier: None,
-        });
+        self.services
+            .push(PendingService::Spec(Box::new((spec, None))));
         ServiceId(self.services.len() as u32 - 1)
     }
 
@@ -727,10 +723,8 @@ impl ServiceTableBuilder {
     /// same name: its Maglev table and counters are carried over as `build_reusing` would,
     /// without looking the name up in the previous table.
     pub fn add_service_replacing(&mut self, spec: ServiceSpec, earlier: Arc<Service>) -> ServiceId {
-        self.services.push(PendingService::Spec {
-            spec,
-            earlier: Some(earlier),
-        });
+        self.services
+            .push(PendingService::Spec(Box::new((spec, Some(earlier)))));
         ServiceId(self.services.len() as u32 - 1)
     }
 
@@ -823,7 +817,8 @@ impl ServiceTableBuilder {
                     let earlier = earlier_named(s.name()).unwrap_or(&*s);
                     Arc::new(Service::build(s.spec.clone(), seed, workers, Some(earlier)))
                 }
-                PendingService::Spec { spec, earlier } => {
+                PendingService::Spec(pending) => {
+                    let (spec, earlier) = *pending;
                     let earlier = match earlier.as_deref() {
                         Some(e) => Some(e),
                         None => earlier_named(&spec.name),
@@ -1025,6 +1020,67 @@ mod tests {
         let three = build(Some(&two), 4);
         assert_eq!(three.services()[1].counters().totals().packets, 0);
         assert_eq!(three.services()[1].counters().workers(), 4);
+    }
+
+    #[test]
+    fn built_services_are_shared_replaced_ones_keep_counters_and_frontends_copy() {
+        let first = {
+            let mut b = ServiceTable::builder().workers(2);
+            let a = b.add_service(spec("a", vec![backend("10.0.0.1", 80, Conditions::READY)]));
+            let c = b.add_service(spec("c", vec![backend("10.0.0.3", 80, Conditions::READY)]));
+            b.add_frontend(key("198.18.0.1", 80), FrontendKind::ClusterIp, a, vec![])
+                .unwrap();
+            b.add_frontend(key("198.18.0.3", 80), FrontendKind::ClusterIp, c, vec![])
+                .unwrap();
+            b.build()
+        };
+        first
+            .backend_counters(ServiceId(1), "10.0.0.3".parse().unwrap(), 80)
+            .unwrap()
+            .count(1, 7, true);
+        first.services()[1].counters().count(0, 9, false);
+
+        // Same seed and workers: `a` is shared; `c` is rebuilt with one more backend and
+        // keeps its counters through the hint; frontends come from `first`.
+        let mut b = ServiceTable::builder().workers(2).generation(2);
+        b.copy_frontends(&first);
+        b.add_built_service(first.services()[0].clone());
+        b.add_service_replacing(
+            spec(
+                "c",
+                vec![
+                    backend("10.0.0.3", 80, Conditions::READY),
+                    backend("10.0.0.4", 80, Conditions::READY),
+                ],
+            ),
+            first.services()[1].clone(),
+        );
+        let second = b.build_reusing(None);
+        assert!(Arc::ptr_eq(&first.services()[0], &second.services()[0]));
+        let c = &second.services()[1];
+        assert_eq!(c.usable_backends().len(), 2);
+        assert_eq!(c.counters().totals().bytes, 9);
+        let c3 = second.backend_counters(ServiceId(1), "10.0.0.3".parse().unwrap(), 80);
+        assert_eq!(c3.unwrap().totals().bytes, 7);
+        assert!(second.is_usable_backend(ServiceId(1), "10.0.0.4".parse().unwrap(), 80));
+        assert_eq!(second.frontend_count(), 2);
+        let f = second.frontend(&key("198.18.0.3", 80)).unwrap();
+        assert_eq!(second.service(f.service).unwrap().name(), "c");
+        assert_eq!(second.backend_counters_iter().count(), 3);
+
+        // Another worker count: a built service is rebuilt, not shared; a copied frontend
+        // naming a service the builder never got is left out, with its address.
+        let mut b = ServiceTable::builder().workers(3);
+        b.copy_frontends(&second);
+        b.add_built_service(second.services()[0].clone());
+        let third = b.build_reusing(Some(&second));
+        assert!(!Arc::ptr_eq(&second.services()[0], &third.services()[0]));
+        assert_eq!(third.services()[0].counters().workers(), 3);
+        assert_eq!(third.services()[0].name(), "a");
+        assert!(third.frontend(&key("198.18.0.3", 80)).is_none());
+        assert!(!third.is_service_addr("198.18.0.3".parse().unwrap()));
+        assert!(third.is_service_addr("198.18.0.1".parse().unwrap()));
+        assert!(!third.has_backend(ServiceId(1), "10.0.0.3".parse().unwrap(), 80));
     }
 
     #[test]
