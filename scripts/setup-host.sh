@@ -22,9 +22,10 @@ fi
 
 # Build: DPDK headers + pkg-config + libclang (bindgen) + a C compiler (wrappers).
 # Run/test: DPDK runtime and PMD plugins, libpcap (net_pcap). Bench: dpdk-testpmd (dpdk-dev).
-# Demo/lab: iproute2, ethtool, tcpdump.
+# Demo/lab/e2e: iproute2, ethtool, tcpdump, curl, nftables (the kernel baseline), and the
+# e2e suite's Python modules (YAML manifests, scapy for malformed frames).
 packages=(libdpdk-dev dpdk dpdk-dev clang libclang-dev pkg-config libpcap-dev build-essential
-          iproute2 ethtool tcpdump ca-certificates)
+          iproute2 ethtool tcpdump ca-certificates curl nftables python3 python3-yaml python3-scapy)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

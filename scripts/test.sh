@@ -14,6 +14,18 @@ echo "== test"
 # among themselves, so the default test threading is fine.
 cargo test --workspace
 
+echo "== end to end: real clients through the appliance in network namespaces"
+bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/kubypass"
+e2e() {
+    local workers=$1 config=$2
+    echo "-- $workers worker(s): $config"
+    KBP_WORKERS=$workers KBP_ADMIN_URL=http://127.0.0.1:10256 \
+        KUBYPASS_CMD="$bin run --config $PWD/$config --manifests \$KBP_MANIFESTS" \
+        bash tests/e2e/run.sh
+}
+e2e 1 deploy/examples/lab.yaml
+e2e 2 tests/e2e/kubypass-2workers.yaml
+
 if cargo clippy --version >/dev/null 2>&1; then
     echo "== clippy"
     cargo clippy --workspace --all-targets -- -D warnings

@@ -42,6 +42,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves on a bound listener until `shutdown` resolves.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -156,17 +165,19 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
+/// One sample: (metric, help, is_counter, labels, value).
+type Sample = (
+    &'static str,
+    &'static str,
+    bool,
+    Vec<(&'static str, String)>,
+    f64,
+);
+
 /// Every figure of one scrape, read once from the lock-free counters.
 #[derive(Debug, Default)]
 struct Snapshot {
-    /// (metric, help, is_counter, labels, value)
-    samples: Vec<(
-        &'static str,
-        &'static str,
-        bool,
-        Vec<(&'static str, String)>,
-        f64,
-    )>,
+    samples: Vec<Sample>,
 }
 
 impl Snapshot {
@@ -298,7 +309,7 @@ impl Snapshot {
         out.samples.extend([
             g(
                 "kubypass_table_generation",
-                "Generation of the table workers read.",
+                "Generation of the latest table built.",
                 m.generation as f64,
             ),
             g(
@@ -325,6 +336,16 @@ impl Snapshot {
                 "kubypass_neighbours",
                 "Neighbours known.",
                 s.shared.neighbours.load().len() as f64,
+            ),
+            g(
+                "kubypass_table_gate_wait_seconds",
+                "How long the last table waited for its new backends' next hops before workers saw it.",
+                s.shared.gate_wait_ns.load(r) as f64 / 1e9,
+            ),
+            g(
+                "kubypass_table_visible_generation",
+                "Generation of the table workers read.",
+                s.shared.visible.load().generation() as f64,
             ),
         ]);
         out.samples.push((
@@ -359,6 +380,18 @@ impl Collector for Snapshot {
             let mut family = self.samples.iter().filter(|s| s.0 == name).peekable();
             let Some(first) = family.peek() else { continue };
             let (help, counter) = (first.1, first.2);
+            if first.3.is_empty() {
+                // A single unlabelled sample.
+                let v = first.4;
+                if counter {
+                    let c = ConstCounter::new(v as u64);
+                    c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+                } else {
+                    let g = ConstGauge::new(v);
+                    g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+                }
+                continue;
+            }
             if counter {
                 let t = ConstCounter::new(0u64).metric_type();
                 let mut desc = encoder.encode_descriptor(name, help, None, t)?;
@@ -393,4 +426,130 @@ pub fn describe(s: &AdminState) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appliance::Shared;
+    use crate::runtime::WorkerCounters;
+    use kubypass_control::{load_manifests, ProxySettings, Report};
+    use kubypass_dataplane::pipeline::counters::bump;
+    use kubypass_dataplane::pipeline::{NeighbourTable, PipelineCounters};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn state(max_out_of_sync: Duration) -> AdminState {
+        AdminState {
+            shared: Shared::new(NeighbourTable::default()),
+            workers: WorkerViews {
+                runtime: Arc::new(vec![WorkerCounters::default()]),
+                pipeline: vec![Arc::new(PipelineCounters::default())],
+            },
+            max_out_of_sync,
+        }
+    }
+
+    /// GET `path` from a server on an ephemeral localhost port: (status, body).
+    async fn get(state: &AdminState, path: &str) -> (u16, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.unwrap();
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        let code = raw[9..12].parse().unwrap();
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_the_source() {
+        let s = state(Duration::from_secs(60));
+        assert_eq!(get(&s, "/healthz").await.0, 503, "never synced");
+        s.shared.health.synced();
+        let (code, body) = get(&s, "/healthz").await;
+        assert_eq!(code, 200);
+        assert!(body.contains("\"healthy\":true"), "{body}");
+        // Out of sync for longer than allowed (0 s here): unhealthy.
+        let strict = state(Duration::ZERO);
+        strict.shared.health.synced();
+        strict.shared.health.failed("connection refused");
+        let (code, body) = get(&strict, "/healthz").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("connection refused"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn metrics_expose_worker_pipeline_and_table_figures() {
+        let s = state(Duration::from_secs(60));
+        bump(&s.workers.runtime[0].rx, 7);
+        s.workers.pipeline[0].count_drop(DropReason::NoFlow);
+        s.workers.pipeline[0].count_drop(DropReason::NoFlow);
+        bump(&s.workers.pipeline[0].dnat, 5);
+        let (code, body) = get(&s, "/metrics").await;
+        assert_eq!(code, 200);
+        for line in [
+            "kubypass_rx_frames_total{worker=\"0\"} 7",
+            "kubypass_dnat_frames_total{worker=\"0\"} 5",
+            "kubypass_pipeline_drops_total{worker=\"0\",reason=\"no_flow\"} 2",
+            "kubypass_pipeline_drops_total{worker=\"0\",reason=\"ttl_exceeded\"} 0",
+            "kubypass_table_generation 0.0",
+            "# TYPE kubypass_conntrack_entries gauge",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn status_lists_services_with_frontends_and_backends() {
+        let s = state(Duration::from_secs(60));
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/manifests");
+        let settings = ProxySettings {
+            node_addresses: vec!["198.18.1.1".parse().unwrap()],
+            ..ProxySettings::default()
+        };
+        let t = load_manifests(&[dir], &settings).unwrap();
+        let generation = t.table.generation();
+        s.shared
+            .publisher
+            .publish(t.table, None, Duration::ZERO)
+            .unwrap();
+        s.shared.publisher.set_report(Report {
+            generation,
+            status: t.status,
+            warnings: t.warnings,
+        });
+        let (code, body) = get(&s, "/status").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let services = v["services"].as_array().unwrap();
+        let web = services
+            .iter()
+            .find(|s| s["name"] == "web")
+            .unwrap_or_else(|| panic!("no web in {body}"));
+        assert_eq!(web["proxied"], true);
+        let pool = &web["pools"][0];
+        assert_eq!(pool["usable"].as_array().unwrap().len(), 3, "{pool}");
+        assert!(pool["frontends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["address"] == "198.18.100.10" && f["port"] == 80));
+        let empty = services.iter().find(|s| s["name"] == "empty").unwrap();
+        assert_eq!(empty["pools"][0]["whenNoBackend"], "reject");
+    }
 }

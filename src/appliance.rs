@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
-use kubypass_control::{Publisher, SourceHealth, TableReader};
+use kubypass_control::{Publisher, SourceHealth};
 use kubypass_dataplane::pipeline::{
     Context, MacAddr, NeighbourTable, PipelineCounters, Verdict, Worker, WorkerConfig,
 };
@@ -23,7 +23,8 @@ use kubypass_dataplane::table::ServiceTable;
 use crate::config::{Config, ConfigError, SchedulerKind};
 use crate::runtime::{Action, FrameProcessor, WorkerCounters};
 use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
-use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route};
+use kubypass_dataplane::hash::FastSet;
+use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route, Routes};
 use kubypass_dataplane::table::{IpCidr, Scheduler};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,10 +35,22 @@ pub const MAX_NEIGHBOURS: usize = 65_536;
 /// Capacity of the queue from workers to the control thread.
 pub const LEARNED_QUEUE: usize = 4096;
 
+/// Longest a new table waits for its new backends' next hops to resolve before workers
+/// see it anyway.
+pub const GATE_MAX_WAIT: Duration = Duration::from_millis(200);
+
 /// The lock-free handles shared by workers and the control thread.
 #[derive(Clone)]
 pub struct Shared {
+    /// Where the control plane publishes each table it builds.
     pub publisher: Publisher,
+    /// The table workers read: the control plane's latest, once the next hops of the
+    /// backends it adds are resolved (see [`Gate`]).
+    pub visible: Arc<ArcSwap<ServiceTable>>,
+    /// A table held at the gate: worker 0 probes its backends' next hops.
+    pub pending: Arc<ArcSwapOption<ServiceTable>>,
+    /// How long the last table waited at the gate, in nanoseconds.
+    pub gate_wait_ns: Arc<AtomicU64>,
     pub neighbours: Arc<ArcSwap<NeighbourTable>>,
     pub learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
     /// Neighbours ignored because the table was full.
@@ -47,8 +60,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(static_neighbours: NeighbourTable) -> Self {
+        let publisher = Publisher::new();
         Shared {
-            publisher: Publisher::new(),
+            visible: Arc::new(ArcSwap::new(publisher.current())),
+            pending: Arc::new(ArcSwapOption::empty()),
+            gate_wait_ns: Arc::new(AtomicU64::new(0)),
+            publisher,
             neighbours: Arc::new(ArcSwap::from_pointee(static_neighbours)),
             learned: Arc::new(ArrayQueue::new(LEARNED_QUEUE)),
             neighbours_ignored: Arc::new(AtomicU64::new(0)),
@@ -273,10 +290,94 @@ impl Plan {
     }
 }
 
+/// Holds each new table back from the workers until the next hops of the backends it
+/// adds are resolved (worker 0 probes them meanwhile), at most [`GATE_MAX_WAIT`]: a
+/// flow sent to a new backend then never loses its first packet to neighbour
+/// resolution, and flows keep going to the current backends meanwhile. Tables that add
+/// no backend pass at once.
+pub struct Gate {
+    routes: Routes,
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    table: Arc<ServiceTable>,
+    since: std::time::Instant,
+    hops: Vec<IpAddr>,
+}
+
+impl Gate {
+    pub fn new(plan: &Plan) -> Self {
+        let ports: Vec<PipelinePort> = plan
+            .port_addrs
+            .iter()
+            .map(|addrs| PipelinePort {
+                mac: [0; 6],
+                addrs: addrs.clone(),
+            })
+            .collect();
+        Gate {
+            routes: Routes::new(&ports, &plan.routes),
+            waiting: None,
+        }
+    }
+
+    /// One look at the control plane's latest table; run every few milliseconds.
+    pub fn step(&mut self, shared: &Shared) {
+        let latest = shared.publisher.current();
+        let visible = shared.visible.load_full();
+        if Arc::ptr_eq(&latest, &visible) {
+            return;
+        }
+        let neighbours = shared.neighbours.load();
+        let fresh = !self
+            .waiting
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(&w.table, &latest));
+        if fresh {
+            let known: FastSet<IpAddr> = visible
+                .services()
+                .iter()
+                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
+                .collect();
+            let mut hops: Vec<IpAddr> = latest
+                .services()
+                .iter()
+                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
+                .filter(|a| !known.contains(a))
+                .filter_map(|a| self.routes.lookup(a).map(|h| h.addr))
+                .filter(|h| neighbours.get(*h).is_none())
+                .collect();
+            hops.sort_unstable();
+            hops.dedup();
+            if !hops.is_empty() {
+                shared.pending.store(Some(Arc::clone(&latest)));
+            }
+            self.waiting = Some(Waiting {
+                table: latest,
+                since: std::time::Instant::now(),
+                hops,
+            });
+        }
+        let Some(w) = self.waiting.as_mut() else {
+            return;
+        };
+        w.hops.retain(|h| neighbours.get(*h).is_none());
+        if w.hops.is_empty() || w.since.elapsed() >= GATE_MAX_WAIT {
+            shared.visible.store(Arc::clone(&w.table));
+            shared.pending.store(None);
+            let waited = u64::try_from(w.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            shared.gate_wait_ns.store(waited, Ordering::Relaxed);
+            self.waiting = None;
+        }
+    }
+}
+
 /// The per-worker frame processor that runs the Service pipeline.
 pub struct ServiceProcessor {
     worker: Worker,
-    tables: TableReader,
+    tables: Arc<ArcSwap<ServiceTable>>,
+    pending: Arc<ArcSwapOption<ServiceTable>>,
     table: Arc<ServiceTable>,
     neighbour_source: Arc<ArcSwap<NeighbourTable>>,
     neighbours: Arc<NeighbourTable>,
@@ -290,11 +391,11 @@ pub const PROBE_INTERVAL_NS: u64 = 50_000_000;
 
 impl ServiceProcessor {
     pub fn new(config: WorkerConfig, shared: &Shared) -> Self {
-        let tables = shared.publisher.reader();
         ServiceProcessor {
             worker: Worker::new(config),
-            table: tables.load_full(),
-            tables,
+            table: shared.visible.load_full(),
+            tables: Arc::clone(&shared.visible),
+            pending: Arc::clone(&shared.pending),
             neighbours: shared.neighbours.load_full(),
             neighbour_source: Arc::clone(&shared.neighbours),
             learned: Arc::clone(&shared.learned),
@@ -363,14 +464,16 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     fn originate(&mut self, buf: &mut [u8], len: &mut usize, now_ns: u64) -> Option<u16> {
-        // Probing walks the backend list; a few times a second is plenty.
-        if now_ns.saturating_sub(self.last_probe_ns) < PROBE_INTERVAL_NS {
+        // A table waiting at the gate is probed at once; otherwise walking the backend
+        // list a few times a second is plenty.
+        let pending = self.pending.load_full();
+        if pending.is_none() && now_ns.saturating_sub(self.last_probe_ns) < PROBE_INTERVAL_NS {
             return None;
         }
         // An idle worker sees no bursts: probing is what keeps its tables current then.
         self.refresh();
         let ctx = Context {
-            table: &self.table,
+            table: pending.as_deref().unwrap_or(&self.table),
             neighbours: &self.neighbours,
         };
         let port = self.worker.originate(buf, len, now_ns, &ctx);
@@ -398,6 +501,7 @@ pub fn start_control(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let control = plan.control.clone();
+    let mut gate = Gate::new(plan);
     let admin = plan.admin;
     let max_out_of_sync = plan.max_out_of_sync;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -421,6 +525,12 @@ pub fn start_control(
                     let shared = shared.clone();
                     every(Duration::from_millis(10), Arc::clone(&stop), move || {
                         shared.merge_learned();
+                    })
+                };
+                let gate = {
+                    let shared = shared.clone();
+                    every(Duration::from_millis(2), Arc::clone(&stop), move || {
+                        gate.step(&shared);
                     })
                 };
                 let admin = async {
@@ -448,7 +558,7 @@ pub fn start_control(
                         eprintln!("kubypass: control plane stopped: {}", error_chain(&e));
                     }
                 };
-                tokio::join!(neighbours, admin, plane);
+                tokio::join!(neighbours, gate, admin, plane);
             });
         })
 }
@@ -478,6 +588,192 @@ pub async fn every(period: Duration, stop: Arc<AtomicBool>, mut f: impl FnMut())
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lab_config() -> Config {
+        Config::parse(include_str!("../deploy/examples/lab.yaml")).unwrap()
+    }
+
+    fn plan_error(config: &Config) -> String {
+        Plan::new(config, Path::new("/etc/kubypass"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn the_lab_config_plans_ports_nodes_and_manifests() {
+        let config = lab_config();
+        assert_eq!(
+            crate::config::ProcessorKind::Auto.resolve(&config),
+            crate::config::ProcessorKind::Service
+        );
+        let plan = Plan::new(&config, Path::new("/etc/kubypass")).unwrap();
+        let a1: IpAddr = "198.18.1.1".parse().unwrap();
+        let a2: IpAddr = "198.18.2.1".parse().unwrap();
+        assert_eq!(plan.port_addrs, vec![vec![(a1, 24)], vec![(a2, 24)]]);
+        // Node addresses default to every port address.
+        assert_eq!(plan.control.settings.node_addresses, vec![a1, a2]);
+        match &plan.control.source {
+            SourceConfig::Manifests { paths, .. } => {
+                assert_eq!(paths, &[Path::new("/etc/kubypass/manifests").to_path_buf()]);
+            }
+            other => panic!("want manifests, got {other:?}"),
+        }
+        assert_eq!(plan.admin, Some("127.0.0.1:10256".parse().unwrap()));
+        let w = plan.worker_config(1, 2, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        assert_eq!((w.index, w.workers), (1, 2));
+        assert_eq!(w.ports[1].mac, [2, 0, 0, 0, 0, 2]);
+        assert_eq!(w.ports[1].addrs, vec![(a2, 24)]);
+    }
+
+    #[test]
+    fn the_kubernetes_example_plans_a_watch_with_routes() {
+        let c = Config::parse(include_str!("../deploy/examples/kubernetes.yaml")).unwrap();
+        c.validate().unwrap();
+        let plan = Plan::new(&c, Path::new("/etc/kubypass")).unwrap();
+        assert!(matches!(
+            plan.control.source,
+            SourceConfig::Kubernetes { .. }
+        ));
+        assert_eq!(plan.control.settings.seed, 7);
+        assert_eq!(plan.routes.len(), 1);
+        assert_eq!(plan.routes[0].port, 1);
+        assert_eq!(plan.conntrack_capacity, 1 << 20);
+    }
+
+    #[test]
+    fn service_config_mistakes_are_named_with_their_fix() {
+        let mut c = lab_config();
+        c.services = None;
+        assert!(plan_error(&c).contains("no `services:` section"));
+
+        let mut c = lab_config();
+        c.ports[0].addresses = vec!["198.18.1.1".into()];
+        assert!(plan_error(&c).contains("not ADDRESS/PREFIX"));
+
+        let mut c = lab_config();
+        c.routes = vec![crate::config::RouteConfig {
+            prefix: "198.18.0.0/15".into(),
+            port: "nope".into(),
+            via: None,
+        }];
+        assert!(plan_error(&c).contains("no port named \"nope\""));
+
+        let mut c = lab_config();
+        c.neighbours = vec![crate::config::NeighbourConfig {
+            address: "198.18.2.11".parse().unwrap(),
+            mac: "02:00".into(),
+        }];
+        assert!(plan_error(&c).contains("not six hex bytes"));
+
+        let mut c = lab_config();
+        if let Some(s) = c.services.as_mut() {
+            s.kubernetes = Some(Default::default());
+        }
+        assert!(plan_error(&c).contains("not both"));
+
+        let mut c = lab_config();
+        for p in &mut c.ports {
+            p.addresses.clear();
+        }
+        assert!(plan_error(&c).contains("no port has an address"));
+    }
+
+    fn table_with(generation: u64, backends: &[&str]) -> ServiceTable {
+        use kubypass_dataplane::table::{
+            Backend, Conditions, FrontendKey, FrontendKind, L4Protocol, NoBackendAction,
+            ServiceSpec,
+        };
+        let mut b = ServiceTable::builder().generation(generation);
+        let id = b.add_service(ServiceSpec {
+            name: "default/web:http".into(),
+            protocol: L4Protocol::Tcp,
+            backends: backends
+                .iter()
+                .map(|a| Backend {
+                    addr: a.parse().unwrap(),
+                    port: 8080,
+                    weight: 1,
+                    conditions: Conditions::READY,
+                })
+                .collect(),
+            affinity_timeout_secs: None,
+            no_backend: NoBackendAction::Reject,
+        });
+        let key = FrontendKey {
+            addr: "198.18.100.10".parse().unwrap(),
+            port: 80,
+            protocol: L4Protocol::Tcp,
+        };
+        b.add_frontend(key, FrontendKind::ClusterIp, id, vec![])
+            .unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn the_gate_holds_tables_until_new_backends_resolve() {
+        let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
+        let shared = Shared::new(NeighbourTable::default());
+        let mut gate = Gate::new(&plan);
+        let publish = |t: ServiceTable| {
+            shared.publisher.publish(t, None, Duration::ZERO).unwrap();
+        };
+        let visible = || shared.visible.load().generation();
+
+        publish(table_with(1, &["198.18.2.11", "198.18.2.12"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 0, "held while 198.18.2.11/.12 are unknown");
+        let pending = shared
+            .pending
+            .load_full()
+            .expect("worker 0 is asked to probe");
+        assert_eq!(pending.generation(), 1);
+        shared
+            .learned
+            .push(("198.18.2.11".parse().unwrap(), [1; 6]))
+            .unwrap();
+        shared.merge_learned();
+        gate.step(&shared);
+        assert_eq!(visible(), 0, "198.18.2.12 still unknown");
+        shared
+            .learned
+            .push(("198.18.2.12".parse().unwrap(), [2; 6]))
+            .unwrap();
+        shared.merge_learned();
+        gate.step(&shared);
+        assert_eq!(visible(), 1);
+        assert!(shared.pending.load().is_none());
+
+        // Removing a backend adds none: no wait.
+        publish(table_with(2, &["198.18.2.11"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 2);
+
+        // A backend that never answers holds the table for GATE_MAX_WAIT at most.
+        publish(table_with(3, &["198.18.2.11", "198.18.2.99"]));
+        gate.step(&shared);
+        assert_eq!(visible(), 2);
+        std::thread::sleep(GATE_MAX_WAIT);
+        gate.step(&shared);
+        assert_eq!(visible(), 3);
+        assert!(shared.gate_wait_ns.load(Ordering::Relaxed) >= GATE_MAX_WAIT.as_nanos() as u64);
+    }
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac("02:00:c6:12:01:02"),
+            Some([2, 0, 0xc6, 0x12, 1, 2])
+        );
+        assert_eq!(
+            parse_mac("02-00-c6-12-01-02"),
+            Some([2, 0, 0xc6, 0x12, 1, 2])
+        );
+        assert_eq!(parse_mac("02:00:c6:12:01"), None);
+        assert_eq!(parse_mac("02:00:c6:12:01:02:03"), None);
+        assert_eq!(parse_mac("2:0:c6:12:1:2"), None);
+        assert_eq!(parse_mac("zz:00:c6:12:01:02"), None);
+    }
 
     #[test]
     fn learned_neighbours_are_merged_and_published_once() {

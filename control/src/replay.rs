@@ -22,7 +22,7 @@ use kubypass_dataplane::pipeline::{
     Worker, WorkerConfig,
 };
 use kubypass_dataplane::table::{IpCidr, ServiceTable};
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::DataLink;
 
 use crate::translate::ProxySettings;
@@ -44,6 +44,14 @@ pub enum Error {
         #[source]
         source: pcap_file::PcapError,
     },
+    #[error("{path}: frame {number} cannot be read (is the capture cut short?)")]
+    Frame {
+        path: PathBuf,
+        /// 1-based, as Wireshark numbers frames.
+        number: u64,
+        #[source]
+        source: pcap_file::PcapError,
+    },
     #[error("{path}: link type {link:?} is not Ethernet")]
     LinkType { path: PathBuf, link: DataLink },
     #[error("cannot write {path}")]
@@ -62,8 +70,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const RESOLVED_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0xfe];
 /// The MAC of the replay's single port.
 pub const PORT_MAC: MacAddr = [0x02, 0, 0, 0, 0, 0x01];
-/// Room a frame may grow into (an ICMP error quoting a full-size frame).
-const FRAME_ROOM: usize = 2048 + 128;
+/// The frame buffer's initial size: a full-size frame and the room it may grow into.
+const FRAME_ROOM: usize = 2048 + GROWTH_ROOM;
+/// Room beyond a received frame that the pipeline may need to turn it into another (an
+/// ICMP error quotes at most 1232 bytes of the frame under 62 bytes of headers).
+const GROWTH_ROOM: usize = 128;
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -107,6 +118,8 @@ pub struct Replayer {
     neighbours: NeighbourTable,
     buf: Vec<u8>,
     summary: Summary,
+    /// Frames whose owner steered them again (a pipeline bug), reported as `steer_loop`.
+    steer_loops: u64,
 }
 
 impl Replayer {
@@ -154,6 +167,7 @@ impl Replayer {
             neighbours: NeighbourTable::default(),
             buf: vec![0; FRAME_ROOM],
             summary: Summary::default(),
+            steer_loops: 0,
         })
     }
 
@@ -161,8 +175,14 @@ impl Replayer {
     pub fn frame(&mut self, ts: Duration, data: &[u8]) -> Option<&[u8]> {
         self.summary.frames_in += 1;
         let now = u64::try_from(ts.as_nanos()).unwrap_or(u64::MAX);
-        let len_in = data.len().min(self.buf.len());
-        self.buf[..len_in].copy_from_slice(&data[..len_in]);
+        // Captures hold frames larger than a NIC's mbuf (jumbo frames, or the host's
+        // TSO/GRO segments): the buffer grows so they are translated whole rather than
+        // cut and dropped as malformed.
+        if self.buf.len() < data.len() + GROWTH_ROOM {
+            self.buf.resize(data.len() + GROWTH_ROOM, 0);
+        }
+        let len_in = data.len();
+        self.buf[..len_in].copy_from_slice(data);
         let mut len = len_in;
         let ctx = Context {
             table: &self.table,
@@ -187,7 +207,11 @@ impl Replayer {
                 return None;
             }
             // A frame steered twice would be a pipeline bug; it is counted, not looped.
-            Verdict::Steer(_) | Verdict::Drop(_) => return None,
+            Verdict::Steer(_) => {
+                self.steer_loops += 1;
+                return None;
+            }
+            Verdict::Drop(_) => return None,
         }
         self.summary.frames_out += 1;
         Some(&self.buf[..len.min(self.buf.len())])
@@ -201,6 +225,9 @@ impl Replayer {
             .map(|r| (r.label(), self.counters.iter().map(|c| c.drops(*r)).sum()))
             .filter(|(_, n)| *n > 0)
             .collect();
+        if self.steer_loops > 0 {
+            s.drops.push(("steer_loop", self.steer_loops));
+        }
         s
     }
 }
@@ -251,11 +278,24 @@ pub fn replay_file(
         path: output.into(),
         source,
     };
-    let mut writer = PcapWriter::new(BufWriter::new(out)).map_err(write_err)?;
+    // The input's timestamp resolution, so nanosecond captures keep their clock; a
+    // snapshot length that fits any input frame grown by the pipeline.
+    let input_header = reader.header();
+    let default = PcapHeader::default();
+    let header = PcapHeader {
+        ts_resolution: input_header.ts_resolution,
+        snaplen: input_header
+            .snaplen
+            .max(default.snaplen)
+            .saturating_add(GROWTH_ROOM as u32),
+        ..default
+    };
+    let mut writer = PcapWriter::with_header(BufWriter::new(out), header).map_err(write_err)?;
     let mut replayer = Replayer::new(table, settings, workers)?;
     while let Some(packet) = reader.next_packet() {
-        let packet = packet.map_err(|source| Error::Read {
+        let packet = packet.map_err(|source| Error::Frame {
             path: input.into(),
+            number: replayer.summary.frames_in + 1,
             source,
         })?;
         if let Some(frame) = replayer.frame(packet.timestamp, &packet.data) {

@@ -291,6 +291,7 @@ def _live(ctx):
         while time.monotonic() - t1 < 1.0:
             if http_get(WEB) == "backend-4" and first_new is None:
                 first_new = time.monotonic() - t1
+        expect(first_new is not None, "added backend-4 got no new connection within 1 s")
         after = tally(WEB, 120)
         expect("backend-4" in after, "added backend-4 got no new connection >1s after: %s"
                % dict(after))

@@ -69,7 +69,7 @@ impl Default for PipelineCounters {
 
 impl PipelineCounters {
     #[inline]
-    pub fn drop(&self, reason: DropReason) {
+    pub fn count_drop(&self, reason: DropReason) {
         bump(&self.drops[reason.index()], 1);
     }
 
@@ -91,9 +91,9 @@ mod tests {
     #[test]
     fn drops_count_per_reason() {
         let c = PipelineCounters::default();
-        c.drop(DropReason::NoFlow);
-        c.drop(DropReason::NoFlow);
-        c.drop(DropReason::TtlExceeded);
+        c.count_drop(DropReason::NoFlow);
+        c.count_drop(DropReason::NoFlow);
+        c.count_drop(DropReason::TtlExceeded);
         assert_eq!(c.drops(DropReason::NoFlow), 2);
         assert_eq!(c.drops(DropReason::TtlExceeded), 1);
         assert_eq!(c.total_drops(), 3);

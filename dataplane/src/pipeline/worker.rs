@@ -259,7 +259,7 @@ impl Worker {
         };
         let c = &self.counters;
         match v {
-            Verdict::Drop(r) => PipelineCounters::drop(c, r),
+            Verdict::Drop(r) => PipelineCounters::count_drop(c, r),
             Verdict::Reply => bump(&c.replies, 1),
             Verdict::Steer(_) => bump(&c.steered, 1),
             Verdict::ToHost => bump(&c.to_host, 1),
@@ -937,7 +937,7 @@ impl Worker {
         ip: &Ip,
         at: Rx,
     ) -> Step<Verdict> {
-        PipelineCounters::drop(&self.counters, DropReason::TtlExceeded);
+        PipelineCounters::count_drop(&self.counters, DropReason::TtlExceeded);
         let from = self
             .config
             .ports
@@ -1194,7 +1194,7 @@ impl Worker {
         now: u64,
     ) -> Step<Verdict> {
         self.probe(frame, len, l2, hop, port_mac, now)?;
-        PipelineCounters::drop(&self.counters, DropReason::NeighbourUnresolved);
+        PipelineCounters::count_drop(&self.counters, DropReason::NeighbourUnresolved);
         bump(&self.counters.neighbour_requests, 1);
         Ok(Verdict::Forward(hop.port))
     }
