@@ -36,7 +36,7 @@ pub struct Publisher {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub generation: u64,
-    pub status: Vec<ServiceStatus>,
+    pub status: Vec<Arc<ServiceStatus>>,
     pub warnings: Vec<Warning>,
 }
 

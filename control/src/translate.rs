@@ -34,14 +34,17 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubypass_dataplane::hash::FastMap;
+use kubypass_dataplane::table::Service as TableService;
 use kubypass_dataplane::table::{
     Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
-    ServiceId, ServiceSpec, ServiceTable,
+    ServiceId, ServiceSpec, ServiceTable, ServiceTableBuilder,
 };
 
 /// Label naming the proxy that should handle a Service.
@@ -76,8 +79,9 @@ pub struct ProxySettings {
 #[derive(Debug)]
 pub struct Translation {
     pub table: ServiceTable,
-    /// One entry per Service given, in namespace/name order.
-    pub status: Vec<ServiceStatus>,
+    /// One entry per Service given, in namespace/name order; an unchanged Service's
+    /// entry is shared with the previous translation.
+    pub status: Vec<Arc<ServiceStatus>>,
     /// What was skipped and why; each names the object.
     pub warnings: Vec<Warning>,
 }
@@ -165,30 +169,58 @@ where
     E: Borrow<EndpointSlice>,
 {
     let index = index_slices(slices);
-    let plans: Vec<ServicePlan> = sorted(services)
-        .into_iter()
-        .map(|svc| {
-            let joined: Vec<&EndpointSlice> = slices_of(&index, svc.borrow())
-                .iter()
-                .map(|e| (*e).borrow())
-                .collect();
-            plan_service(svc.borrow(), &joined, settings)
-        })
-        .collect();
-    assemble(plans.iter(), settings, previous)
+    let mut builder = table_builder(settings, previous);
+    let mut status = Vec::with_capacity(services.len());
+    let mut warnings = Vec::new();
+    for svc in sorted(services) {
+        let joined: Vec<&EndpointSlice> = slices_of(&index, svc.borrow())
+            .iter()
+            .map(|e| (*e).borrow())
+            .collect();
+        let plan = plan_service(svc.borrow(), &joined, settings);
+        let placed = place(&mut builder, &plan, &[], false);
+        warnings.extend(plan.warnings.iter().cloned());
+        warnings.extend(placed.warnings);
+        status.push(Arc::new(placed.status));
+    }
+    Translation {
+        table: builder.build_reusing(previous),
+        status,
+        warnings,
+    }
 }
 
-/// Translation with memory: a Service whose object and EndpointSlices are the same
-/// allocations as last time (as reflector stores and the manifest source hand them out)
-/// is not translated again, so one changed endpoint costs one Service's translation plus
-/// the table build.
+/// Translation with memory, for the publication loop. Between calls it keeps the objects
+/// it was given (by allocation, as reflector stores and the manifest source hand them
+/// out), its index of EndpointSlices, each Service's plan, the table services built for
+/// it and its status. When only a few objects are new allocations and the Services keep
+/// their names, it re-plans only the Services they touch; when those keep their
+/// frontends, the new table shares every other service with the previous table by `Arc`
+/// and copies its frontend map, so one changed endpoint costs one Service's translation
+/// plus pointer copies. Anything else (Services added, removed or renamed, slices added
+/// or removed, frontends changed) re-sorts and re-assembles everything, still sharing
+/// unchanged services.
 #[derive(Debug)]
 pub struct Translator {
     settings: ProxySettings,
-    /// Keyed by the address of the Service object, which the entry keeps alive (so the
-    /// address cannot be reused by another object while cached).
-    cache: FastMap<usize, CacheEntry>,
-    pass: u64,
+    /// The Services of the last call, in the order given.
+    last_services: Vec<Arc<Service>>,
+    /// The EndpointSlices of the last call, in the order given.
+    last_slices: Vec<Arc<EndpointSlice>>,
+    /// EndpointSlices by `namespace/service-name`, each list in slice-name order.
+    index: FastMap<String, Vec<Arc<EndpointSlice>>>,
+    /// One per Service, in namespace/name order (the order frontends are claimed in).
+    entries: Vec<CacheEntry>,
+    /// `namespace/name` → position in `entries`.
+    positions: FastMap<String, usize>,
+    /// The services of the last table built, in id order.
+    built: Vec<Arc<TableService>>,
+    /// The status of the last translation, one per entry.
+    status: Vec<Arc<ServiceStatus>>,
+    /// The warnings of the last translation.
+    warnings: Vec<Warning>,
+    /// Generation of the last table built.
+    last_generation: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -196,15 +228,34 @@ struct CacheEntry {
     service: Arc<Service>,
     slices: Vec<Arc<EndpointSlice>>,
     plan: ServicePlan,
-    pass: u64,
+    /// Where the plan's pools are in `Translator::built` (their ids in the last table).
+    built: Range<usize>,
+    /// Warnings of placing the plan in the table (frontends claimed twice).
+    placed_warnings: Vec<Warning>,
 }
+
+/// What placing one plan in a builder gave.
+struct Placed {
+    status: ServiceStatus,
+    warnings: Vec<Warning>,
+}
+
+/// Most changed input positions for which the index is patched rather than rebuilt.
+const MAX_PATCHED_SLICES: usize = 64;
 
 impl Translator {
     pub fn new(settings: ProxySettings) -> Self {
         Translator {
             settings,
-            cache: FastMap::default(),
-            pass: 0,
+            last_services: Vec::new(),
+            last_slices: Vec::new(),
+            index: FastMap::default(),
+            entries: Vec::new(),
+            positions: FastMap::default(),
+            built: Vec::new(),
+            status: Vec::new(),
+            warnings: Vec::new(),
+            last_generation: None,
         }
     }
 
@@ -219,46 +270,411 @@ impl Translator {
         slices: &[Arc<EndpointSlice>],
         previous: Option<&ServiceTable>,
     ) -> Translation {
-        self.pass += 1;
-        let pass = self.pass;
-        let index = index_slices(slices);
-        let ordered = sorted(services);
-        let mut keys = Vec::with_capacity(ordered.len());
-        for svc in ordered {
-            let key = Arc::as_ptr(svc) as usize;
-            let joined = slices_of(&index, svc);
-            let fresh = self.cache.get(&key).is_some_and(|e| {
-                Arc::ptr_eq(&e.service, svc)
-                    && e.slices.len() == joined.len()
-                    && e.slices.iter().zip(joined).all(|(a, b)| Arc::ptr_eq(a, b))
+        let Some((dirty, replaced)) = self.patch(services, slices) else {
+            let changed = self.rebuild(services, slices);
+            return self.assemble_all(previous, &changed);
+        };
+        let mut old_plans: Vec<(usize, ServicePlan)> = Vec::new();
+        for i in dirty {
+            let Some(e) = self.entries.get_mut(i) else {
+                continue;
+            };
+            let svc = replaced
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map_or_else(|| e.service.clone(), |(_, s)| s.clone());
+            let joined = self
+                .index
+                .get(&object_key(&svc.metadata))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if Arc::ptr_eq(&svc, &e.service) && same_allocations(&e.slices, joined) {
+                continue;
+            }
+            let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
+            let plan = plan_service(&svc, &refs, &self.settings);
+            e.service = svc;
+            e.slices = joined.to_vec();
+            old_plans.push((i, std::mem::replace(&mut e.plan, plan)));
+        }
+        let changed: Vec<usize> = old_plans.iter().map(|(i, _)| *i).collect();
+        let fast = previous.is_some_and(|p| self.is_last_table(p))
+            && old_plans.iter().all(|(i, old)| {
+                self.entries
+                    .get(*i)
+                    .is_some_and(|e| same_frontends(&old.planned, &e.plan.planned))
             });
-            if fresh {
-                if let Some(e) = self.cache.get_mut(&key) {
-                    e.pass = pass;
+        match previous {
+            Some(p) if fast => {
+                let same_warnings = old_plans.iter().all(|(i, old)| {
+                    self.entries
+                        .get(*i)
+                        .is_some_and(|e| e.plan.warnings == old.warnings)
+                });
+                self.assemble_changed(p, &changed, same_warnings)
+            }
+            _ => self.assemble_all(previous, &changed),
+        }
+    }
+
+    /// Brings the slice index and the last inputs up to date with a few changed input
+    /// positions, and names the entries they touch: `(dirty entries, replaced Service
+    /// objects by entry)`. `None` when the change is not a few same-named replacements
+    /// (then everything is rebuilt); nothing has been changed then.
+    #[allow(clippy::type_complexity)] // One private call site; a struct would only name the pair.
+    fn patch(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+    ) -> Option<(Vec<usize>, Vec<(usize, Arc<Service>)>)> {
+        if self.last_generation.is_none()
+            || services.len() != self.last_services.len()
+            || slices.len() != self.last_slices.len()
+        {
+            return None;
+        }
+        let mut dirty = Vec::new();
+        let mut replaced = Vec::new();
+        let mut changed_services = Vec::new();
+        for (i, (new, old)) in services.iter().zip(&self.last_services).enumerate() {
+            if Arc::ptr_eq(new, old) {
+                continue;
+            }
+            let key = object_key(&new.metadata);
+            if key != object_key(&old.metadata) || replaced.len() >= MAX_PATCHED_SLICES {
+                return None;
+            }
+            let at = *self.positions.get(&key)?;
+            dirty.push(at);
+            replaced.push((at, new.clone()));
+            changed_services.push(i);
+        }
+        let changed: Vec<usize> = slices
+            .iter()
+            .zip(&self.last_slices)
+            .enumerate()
+            .filter(|(_, (new, old))| !Arc::ptr_eq(new, old))
+            .map(|(i, _)| i)
+            .take(MAX_PATCHED_SLICES + 1)
+            .collect();
+        if changed.len() > MAX_PATCHED_SLICES {
+            return None;
+        }
+        for i in changed_services {
+            if let (Some(new), Some(last)) = (services.get(i), self.last_services.get_mut(i)) {
+                *last = new.clone();
+            }
+        }
+        for i in changed {
+            let (Some(new), Some(last)) = (slices.get(i), self.last_slices.get_mut(i)) else {
+                continue;
+            };
+            let old = std::mem::replace(last, new.clone());
+            if let Some(key) = slice_key(&old) {
+                if let Some(list) = self.index.get_mut(&key) {
+                    list.retain(|s| !Arc::ptr_eq(s, &old));
                 }
-            } else {
-                let refs: Vec<&EndpointSlice> = joined.iter().map(|e| &***e).collect();
-                let plan = plan_service(svc, &refs, &self.settings);
-                self.cache.insert(
-                    key,
+                dirty.extend(self.positions.get(&key).copied());
+            }
+            if let Some(key) = slice_key(new) {
+                let list = self.index.entry(key.clone()).or_default();
+                let at = list.partition_point(|s| s.metadata.name <= new.metadata.name);
+                list.insert(at, new.clone());
+                dirty.extend(self.positions.get(&key).copied());
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        Some((dirty, replaced))
+    }
+
+    /// Re-indexes every slice and re-sorts every Service, keeping the entries of
+    /// Services whose object and slices are the same allocations as before. Returns the
+    /// positions of the entries planned anew.
+    fn rebuild(&mut self, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<usize> {
+        self.index = FastMap::default();
+        for s in slices {
+            if let Some(key) = slice_key(s) {
+                self.index.entry(key).or_default().push(s.clone());
+            }
+        }
+        for list in self.index.values_mut().filter(|l| l.len() > 1) {
+            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        let mut old: FastMap<usize, CacheEntry> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(|e| (Arc::as_ptr(&e.service) as usize, e))
+            .collect();
+        self.positions = FastMap::default();
+        self.positions.reserve(services.len());
+        let mut entries = Vec::with_capacity(services.len());
+        let mut planned = Vec::new();
+        for svc in sorted(services) {
+            let key = object_key(&svc.metadata);
+            let joined = self.index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            let reused = old
+                .remove(&(Arc::as_ptr(svc) as usize))
+                .filter(|e| Arc::ptr_eq(&e.service, svc) && same_allocations(&e.slices, joined));
+            let entry = match reused {
+                Some(e) => e,
+                None => {
+                    let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
+                    planned.push(entries.len());
                     CacheEntry {
                         service: svc.clone(),
-                        slices: joined.iter().map(|e| (*e).clone()).collect(),
-                        plan,
-                        pass,
-                    },
-                );
-            }
-            keys.push(key);
+                        slices: joined.to_vec(),
+                        plan: plan_service(svc, &refs, &self.settings),
+                        built: 0..0,
+                        placed_warnings: Vec::new(),
+                    }
+                }
+            };
+            self.positions.insert(key, entries.len());
+            entries.push(entry);
         }
-        self.cache.retain(|_, e| e.pass == pass);
-        let cache = &self.cache;
-        assemble(
-            keys.iter().filter_map(|k| cache.get(k)).map(|e| &e.plan),
-            &self.settings,
-            previous,
-        )
+        self.entries = entries;
+        self.last_services = services.to_vec();
+        self.last_slices = slices.to_vec();
+        planned
     }
+
+    /// Whether `table` is the last table this translator built.
+    fn is_last_table(&self, table: &ServiceTable) -> bool {
+        self.last_generation == Some(table.generation())
+            && table.services().len() == self.built.len()
+            && table
+                .services()
+                .iter()
+                .zip(&self.built)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    /// Places every entry in a new table. `changed` lists the entries re-planned since
+    /// the last table, in order; the others are shared from it as built.
+    fn assemble_all(&mut self, previous: Option<&ServiceTable>, changed: &[usize]) -> Translation {
+        let mut builder = table_builder(&self.settings, previous);
+        let mut status = Vec::with_capacity(self.entries.len());
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            let unchanged = changed.binary_search(&i).is_err();
+            let built = match previous {
+                Some(_) => self.built.get(e.built.clone()).unwrap_or(&[]),
+                None => &[],
+            };
+            let first = builder.service_count();
+            let placed = place(&mut builder, &e.plan, built, unchanged);
+            e.built = first..builder.service_count();
+            e.placed_warnings = placed.warnings;
+            status.push(Arc::new(placed.status));
+        }
+        let table = builder.build_reusing(previous);
+        self.built = table.services().to_vec();
+        self.status = status;
+        self.warnings = self
+            .entries
+            .iter()
+            .flat_map(|e| e.plan.warnings.iter().chain(&e.placed_warnings))
+            .cloned()
+            .collect();
+        self.finish(table)
+    }
+
+    /// Places the entries in a new table whose frontends are `previous`'s (the last table
+    /// built): only the `changed` entries' pools are built, and every changed entry's
+    /// frontends and pool count are as before, so ids and frontend claims are too.
+    /// `same_warnings`: the changed entries warn as before.
+    fn assemble_changed(
+        &mut self,
+        previous: &ServiceTable,
+        changed: &[usize],
+        same_warnings: bool,
+    ) -> Translation {
+        let mut builder = table_builder(&self.settings, Some(previous));
+        builder.copy_frontends(previous);
+        let mut next = 0;
+        for &i in changed {
+            let Some(e) = self.entries.get(i) else {
+                continue;
+            };
+            for b in self.built.get(next..e.built.start).unwrap_or(&[]) {
+                builder.add_built_service(b.clone());
+            }
+            next = e.built.end;
+            let pools: &[PoolPlan] = match &e.plan.planned {
+                Planned::Served(pools) => pools,
+                Planned::Ignored(_) => &[],
+            };
+            let old: &[PoolStatus] = match self.status.get(i).map(|s| &s.outcome) {
+                Some(Outcome::Served(old)) => old,
+                _ => &[],
+            };
+            let mut statuses = Vec::with_capacity(pools.len());
+            for (p, pool) in pools.iter().enumerate() {
+                let id = match self.built.get(e.built.start + p) {
+                    Some(earlier) => {
+                        builder.add_service_replacing(pool.spec.clone(), earlier.clone())
+                    }
+                    None => builder.add_service(pool.spec.clone()),
+                };
+                statuses.push(PoolStatus {
+                    name: pool.spec.name.clone(),
+                    id,
+                    frontends: old.get(p).map(|w| w.frontends.clone()).unwrap_or_default(),
+                    backends: pool.spec.backends.len(),
+                    usable: pool.usable,
+                    no_backend: pool.spec.no_backend,
+                });
+            }
+            let outcome = match &e.plan.planned {
+                Planned::Served(_) => Outcome::Served(statuses),
+                Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
+            };
+            if let Some(s) = self.status.get_mut(i) {
+                *s = Arc::new(ServiceStatus {
+                    namespace: e.plan.namespace.clone(),
+                    name: e.plan.name.clone(),
+                    outcome,
+                });
+            }
+        }
+        for b in self.built.get(next..).unwrap_or(&[]) {
+            builder.add_built_service(b.clone());
+        }
+        let table = builder.build_reusing(Some(previous));
+        for &i in changed {
+            if let Some(e) = self.entries.get(i) {
+                for id in e.built.clone() {
+                    if let (Some(slot), Some(s)) =
+                        (self.built.get_mut(id), table.services().get(id))
+                    {
+                        *slot = s.clone();
+                    }
+                }
+            }
+        }
+        if !same_warnings {
+            self.warnings = self
+                .entries
+                .iter()
+                .flat_map(|e| e.plan.warnings.iter().chain(&e.placed_warnings))
+                .cloned()
+                .collect();
+        }
+        self.finish(table)
+    }
+
+    /// Makes the translation of `table` from the recorded status and warnings.
+    fn finish(&mut self, table: ServiceTable) -> Translation {
+        self.last_generation = Some(table.generation());
+        Translation {
+            status: self.status.clone(),
+            warnings: self.warnings.clone(),
+            table,
+        }
+    }
+}
+
+/// A builder for the table after `previous` (generation 1 without one).
+fn table_builder(settings: &ProxySettings, previous: Option<&ServiceTable>) -> ServiceTableBuilder {
+    let generation = previous.map_or(1, |p| p.generation().wrapping_add(1));
+    ServiceTable::builder()
+        .generation(generation)
+        .seed(settings.seed)
+        .scheduler(settings.scheduler)
+}
+
+/// Adds one Service's pools and frontends to `builder`. `built` are the table services
+/// made for the same Service last time, pool by pool: shared as they are when `unchanged`,
+/// otherwise named as what each new pool of the same name replaces.
+fn place(
+    builder: &mut ServiceTableBuilder,
+    plan: &ServicePlan,
+    built: &[Arc<TableService>],
+    unchanged: bool,
+) -> Placed {
+    let mut warnings = Vec::new();
+    let outcome = match &plan.planned {
+        Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
+        Planned::Served(pools) => Outcome::Served(
+            pools
+                .iter()
+                .enumerate()
+                .map(|(p, pool)| {
+                    let earlier = built.get(p).filter(|b| b.name() == pool.spec.name);
+                    let id = match earlier {
+                        Some(b) if unchanged => builder.add_built_service(b.clone()),
+                        Some(b) => builder.add_service_replacing(pool.spec.clone(), b.clone()),
+                        None => builder.add_service(pool.spec.clone()),
+                    };
+                    let mut frontends = Vec::with_capacity(pool.frontends.len());
+                    for (key, kind, ranges) in &pool.frontends {
+                        match builder.add_frontend(*key, *kind, id, ranges.clone()) {
+                            Ok(()) => frontends.push((*key, *kind)),
+                            Err(e) => warnings.push(Warning {
+                                object: format!("Service {}/{}", plan.namespace, plan.name),
+                                message: format!("{e}; frontend skipped"),
+                            }),
+                        }
+                    }
+                    PoolStatus {
+                        name: pool.spec.name.clone(),
+                        id,
+                        frontends,
+                        backends: pool.spec.backends.len(),
+                        usable: pool.usable,
+                        no_backend: pool.spec.no_backend,
+                    }
+                })
+                .collect(),
+        ),
+    };
+    Placed {
+        status: ServiceStatus {
+            namespace: plan.namespace.clone(),
+            name: plan.name.clone(),
+            outcome,
+        },
+        warnings,
+    }
+}
+
+/// Whether two plans of one Service claim the same frontends through the same number of
+/// pools (so placing either gives the same ids and frontend claims).
+fn same_frontends(a: &Planned, b: &Planned) -> bool {
+    match (a, b) {
+        (Planned::Served(a), Planned::Served(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.frontends == b.frontends)
+        }
+        (Planned::Ignored(_), Planned::Ignored(_)) => true,
+        _ => false,
+    }
+}
+
+fn same_allocations(a: &[Arc<EndpointSlice>], b: &[Arc<EndpointSlice>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
+/// `namespace/name` of an object.
+fn object_key(meta: &ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// `namespace/service-name` of the Service a slice belongs to; `None` for unlabelled
+/// slices and headless Services' slices, which no Service uses.
+fn slice_key(slice: &EndpointSlice) -> Option<String> {
+    let labels = slice.metadata.labels.as_ref()?;
+    if labels.contains_key(LABEL_HEADLESS) {
+        return None;
+    }
+    let svc = labels.get(LABEL_SERVICE_NAME)?;
+    Some(format!(
+        "{}/{}",
+        slice.metadata.namespace.as_deref().unwrap_or("default"),
+        svc
+    ))
 }
 
 /// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
@@ -350,64 +766,6 @@ fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettin
         namespace,
         name,
         planned,
-        warnings,
-    }
-}
-
-/// Places the plans, in order, in one table. A frontend claimed twice goes to the first
-/// Service that claims it; the others get a warning.
-fn assemble<'a>(
-    plans: impl Iterator<Item = &'a ServicePlan>,
-    settings: &ProxySettings,
-    previous: Option<&ServiceTable>,
-) -> Translation {
-    let generation = previous.map_or(1, |p| p.generation().wrapping_add(1));
-    let mut builder = ServiceTable::builder()
-        .generation(generation)
-        .seed(settings.seed)
-        .scheduler(settings.scheduler);
-    let mut warnings = Vec::new();
-    let mut status = Vec::new();
-    for plan in plans {
-        warnings.extend(plan.warnings.iter().cloned());
-        let outcome = match &plan.planned {
-            Planned::Ignored(reason) => Outcome::Ignored(reason.clone()),
-            Planned::Served(pools) => Outcome::Served(
-                pools
-                    .iter()
-                    .map(|pool| {
-                        let id = builder.add_service(pool.spec.clone());
-                        let mut frontends = Vec::with_capacity(pool.frontends.len());
-                        for (key, kind, ranges) in &pool.frontends {
-                            match builder.add_frontend(*key, *kind, id, ranges.clone()) {
-                                Ok(()) => frontends.push((*key, *kind)),
-                                Err(e) => warnings.push(Warning {
-                                    object: format!("Service {}/{}", plan.namespace, plan.name),
-                                    message: format!("{e}; frontend skipped"),
-                                }),
-                            }
-                        }
-                        PoolStatus {
-                            name: pool.spec.name.clone(),
-                            id,
-                            frontends,
-                            backends: pool.spec.backends.len(),
-                            usable: pool.usable,
-                            no_backend: pool.spec.no_backend,
-                        }
-                    })
-                    .collect(),
-            ),
-        };
-        status.push(ServiceStatus {
-            namespace: plan.namespace.clone(),
-            name: plan.name.clone(),
-            outcome,
-        });
-    }
-    Translation {
-        table: builder.build_reusing(previous),
-        status,
         warnings,
     }
 }
@@ -2039,56 +2397,147 @@ mod translator_tests {
         })
     }
 
-    fn backends(t: &Translation) -> Vec<(String, Vec<Backend>)> {
-        t.table
+    /// Everything a translation says, independent of allocation: status, warnings, each
+    /// service's spec, and each frontend with the name of the service it leads to.
+    #[allow(clippy::type_complexity)] // A test's flattened view of a table.
+    fn contents(
+        t: &Translation,
+    ) -> (
+        Vec<ServiceStatus>,
+        Vec<Warning>,
+        Vec<ServiceSpec>,
+        Vec<(FrontendKey, FrontendKind, String, Vec<IpCidr>)>,
+    ) {
+        let specs = t
+            .table
             .services()
             .iter()
-            .map(|s| (s.name().to_string(), s.spec().backends.clone()))
-            .collect()
+            .map(|s| s.spec().clone())
+            .collect();
+        let mut frontends: Vec<_> = t
+            .table
+            .frontends()
+            .map(|f| {
+                let name = t.table.service(f.service).unwrap().name().to_string();
+                (f.key, f.kind, name, f.source_ranges.to_vec())
+            })
+            .collect();
+        frontends.sort_by_key(|f| f.0);
+        let status = t.status.iter().map(|s| (**s).clone()).collect();
+        (status, t.warnings.clone(), specs, frontends)
+    }
+
+    /// Runs the translator from `previous` and checks it says what `translate` says.
+    fn step(
+        tr: &mut Translator,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        previous: Option<&ServiceTable>,
+    ) -> Translation {
+        let got = tr.translate(services, slices, previous);
+        let want = translate(services, slices, tr.settings(), previous);
+        assert_eq!(contents(&got), contents(&want));
+        assert_eq!(got.table.generation(), want.table.generation());
+        got
+    }
+
+    fn shared(a: &ServiceTable, b: &ServiceTable, i: usize) -> bool {
+        Arc::ptr_eq(&a.services()[i], &b.services()[i])
     }
 
     #[test]
     fn translator_matches_translate_and_replans_only_changed_services() {
         let settings = ProxySettings::default();
-        let services = vec![svc("a", "198.18.0.10"), svc("b", "198.18.0.11")];
+        let mut services = vec![svc("a", "198.18.0.10"), svc("b", "198.18.0.11")];
         let mut slices = vec![slice("a", "10.0.0.1"), slice("b", "10.0.0.2")];
         let mut tr = Translator::new(settings.clone());
-        let one = tr.translate(&services, &slices, None);
-        assert_eq!(
-            backends(&one),
-            backends(&translate(&services, &slices, &settings, None))
-        );
-        assert_eq!(
-            one.status,
-            translate(&services, &slices, &settings, None).status
-        );
+        let one = step(&mut tr, &services, &slices, None);
 
-        // Same allocations: served from the cache (the plan kept is the same one).
-        let cached_a = tr
-            .cache
-            .get(&(Arc::as_ptr(&services[0]) as usize))
-            .map(|e| &e.plan as *const _);
-        let again = tr.translate(&services, &slices, Some(&one.table));
-        assert_eq!(backends(&again), backends(&one));
-        assert_eq!(
-            cached_a,
-            tr.cache
-                .get(&(Arc::as_ptr(&services[0]) as usize))
-                .map(|e| &e.plan as *const _)
-        );
+        // Same allocations: every table service and status entry is shared.
+        let again = step(&mut tr, &services, &slices, Some(&one.table));
+        assert!(shared(&one.table, &again.table, 0) && shared(&one.table, &again.table, 1));
+        assert!(Arc::ptr_eq(&one.status[1], &again.status[1]));
 
-        // One slice replaced: only its Service changes.
+        // One slice replaced: only its Service changes; counters follow it.
+        again.table.services()[1].counters().count(0, 100, true);
         slices[1] = slice("b", "10.0.0.3");
-        let two = tr.translate(&services, &slices, Some(&again.table));
-        assert_eq!(
-            backends(&two),
-            backends(&translate(&services, &slices, &settings, None))
-        );
+        let two = step(&mut tr, &services, &slices, Some(&again.table));
         assert_eq!(two.table.generation(), 3);
+        assert!(shared(&again.table, &two.table, 0));
+        assert!(!shared(&again.table, &two.table, 1));
+        assert!(Arc::ptr_eq(&again.status[0], &two.status[0]));
+        assert_eq!(two.table.services()[1].counters().totals().bytes, 100);
+        let b_addr = "10.0.0.3".parse().unwrap();
+        assert!(two.table.has_backend(ServiceId(1), b_addr, 8080));
 
-        // A Service removed leaves the cache.
-        let two_services = tr.translate(&services[..1], &slices, Some(&two.table));
-        assert_eq!(two_services.table.services().len(), 1);
-        assert_eq!(tr.cache.len(), 1);
+        // A Service object replaced under the same name, with a new frontend.
+        services[0] = svc("a", "198.18.0.20");
+        let three = step(&mut tr, &services, &slices, Some(&two.table));
+        assert!(shared(&two.table, &three.table, 1));
+
+        // A Service removed: re-sorted and re-assembled.
+        let four = step(&mut tr, &services[1..], &slices, Some(&three.table));
+        assert_eq!(four.table.services().len(), 1);
+        assert_eq!(tr.entries.len(), 1);
+        assert!(Arc::ptr_eq(
+            &three.table.services()[1],
+            &four.table.services()[0]
+        ));
+
+        // A slice added, and a table that is not the translator's last one.
+        slices.push(slice("a", "10.0.0.9"));
+        let five = step(&mut tr, &services, &slices, Some(&two.table));
+        assert_eq!(five.table.services().len(), 2);
+        let six = step(&mut tr, &services, &slices, Some(&two.table));
+        assert_eq!(six.table.generation(), 4);
+    }
+
+    #[test]
+    fn a_change_that_moves_claims_is_assembled_again() {
+        // b loses its cluster IP's frontend to a, then gets it back.
+        let settings = ProxySettings::default();
+        let with_ext = |name: &str, ip: &str, ext: &str| {
+            let mut s = (*svc(name, ip)).clone();
+            s.spec.as_mut().unwrap().external_ips = Some(vec![ext.into()]);
+            Arc::new(s)
+        };
+        let mut services = vec![
+            with_ext("a", "198.18.0.10", "203.0.113.1"),
+            with_ext("b", "198.18.0.11", "203.0.113.2"),
+        ];
+        let slices = vec![slice("a", "10.0.0.1"), slice("b", "10.0.0.2")];
+        let mut tr = Translator::new(settings);
+        let mut t = step(&mut tr, &services, &slices, None);
+        for ext in ["203.0.113.2", "203.0.113.3", "203.0.113.2"] {
+            services[0] = with_ext("a", "198.18.0.10", ext);
+            t = step(&mut tr, &services, &slices, Some(&t.table));
+        }
+        assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    }
+
+    #[test]
+    fn one_changed_endpoint_among_many() {
+        let settings = ProxySettings::default();
+        let services: Vec<_> = (0..50)
+            .map(|i| svc(&format!("s{i:02}"), &format!("198.18.0.{i}")))
+            .collect();
+        let mut slices: Vec<_> = (0..50)
+            .map(|i| slice(&format!("s{i:02}"), &format!("10.0.0.{i}")))
+            .collect();
+        let mut tr = Translator::new(settings);
+        let mut t = step(&mut tr, &services, &slices, None);
+        for round in 0..6 {
+            let i = (round * 17) % 50;
+            slices[i] = slice(&format!("s{i:02}"), &format!("10.0.1.{round}"));
+            let next = step(&mut tr, &services, &slices, Some(&t.table));
+            for j in (0..50).filter(|j| *j != i) {
+                assert!(
+                    shared(&t.table, &next.table, j),
+                    "round {round}, service {j}"
+                );
+            }
+            assert_eq!(next.table.frontend_count(), 50);
+            t = next;
+        }
     }
 }

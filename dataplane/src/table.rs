@@ -274,8 +274,10 @@ pub struct ServiceSpec {
     pub no_backend: NoBackendAction,
 }
 
-/// A built service: its spec, the backends new flows may use, and their Maglev table.
-#[derive(Clone, Debug)]
+/// A built service: its spec, the backends new flows may use, their Maglev table, and
+/// every listed backend with its counters. Independent of its position in a table, so
+/// tables share an unchanged service by `Arc` from one generation to the next.
+#[derive(Debug)]
 pub struct Service {
     spec: ServiceSpec,
     /// The usable backends: ready ones; when none is ready, serving and terminating ones
@@ -284,7 +286,14 @@ pub struct Service {
     maglev: Arc<Maglev>,
     /// [`service_key`] of the name: what affinity entries are keyed by.
     key: u64,
+    /// The seed the Maglev table was filled with.
+    seed: u64,
+    /// How many workers the counters have slots for.
+    workers: usize,
     counters: Arc<TrafficSlots>,
+    /// (backend address, backend port) for every backend listed (usable or not), so a
+    /// tracked flow can tell whether its backend still exists, and its counters.
+    listed: FastMap<(IpAddr, u16), BackendEntry>,
 }
 
 impl Service {
@@ -336,6 +345,82 @@ impl Service {
 
     pub fn maglev(&self) -> &Maglev {
         &self.maglev
+    }
+
+    /// The seed this service's Maglev table was filled with.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether the service lists this backend (in any condition).
+    #[inline]
+    pub fn has_backend(&self, addr: IpAddr, port: u16) -> bool {
+        self.listed.contains_key(&(addr, port))
+    }
+
+    /// Whether new flows may be sent to this backend (it is in the usable set).
+    #[inline]
+    pub fn is_usable_backend(&self, addr: IpAddr, port: u16) -> bool {
+        self.listed.get(&(addr, port)).is_some_and(|b| b.usable)
+    }
+
+    /// The per-worker counters of a listed backend.
+    #[inline]
+    pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
+        self.listed.get(&(addr, port)).map(|b| &*b.counters)
+    }
+
+    /// Builds a service from its spec. From `earlier` (the same-named service of an
+    /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
+    /// are the same, and the service's and same-addressed backends' counters when the
+    /// worker count is the same.
+    fn build(spec: ServiceSpec, seed: u64, workers: usize, earlier: Option<&Service>) -> Service {
+        let earlier = earlier.filter(|e| e.spec.name == spec.name);
+        let counted = earlier.filter(|e| e.counters.workers() == workers);
+        let usable = usable_backends(&spec.backends);
+        let mut listed = FastMap::default();
+        listed.reserve(spec.backends.len());
+        for b in &spec.backends {
+            let counters = counted
+                .and_then(|e| e.listed.get(&(b.addr, b.port)))
+                .map(|e| e.counters.clone())
+                .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+            let is_usable = usable
+                .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
+                .is_ok();
+            listed.insert(
+                (b.addr, b.port),
+                BackendEntry {
+                    usable: is_usable,
+                    counters,
+                },
+            );
+        }
+        let counters = counted
+            .map(|e| e.counters.clone())
+            .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+        let maglev = match earlier {
+            Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
+            _ => Arc::new(Maglev::new(
+                &usable
+                    .iter()
+                    .map(|b| MaglevBackend {
+                        id: backend_id(seed, b),
+                        weight: b.weight,
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+        };
+        Service {
+            key: service_key(&spec.name),
+            spec,
+            usable: usable.into(),
+            maglev,
+            seed,
+            workers,
+            counters,
+            listed,
+        }
     }
 }
 
@@ -468,14 +553,12 @@ pub struct ServiceTable {
     generation: u64,
     seed: u64,
     scheduler: Scheduler,
-    services: Vec<Service>,
+    /// Shared by `Arc` with earlier and later tables while unchanged.
+    services: Vec<Arc<Service>>,
     frontends: FastMap<FrontendKey, Frontend>,
     /// Every frontend address: what ARP/ND answers for, and what an unknown port is
     /// dropped on.
     service_addrs: FastSet<IpAddr>,
-    /// (service, backend address, backend port) for every backend listed (usable or not),
-    /// so a tracked flow can tell whether its backend still exists, and its counters.
-    backends: FastMap<(ServiceId, IpAddr, u16), BackendEntry>,
     workers: usize,
 }
 
@@ -519,21 +602,20 @@ impl ServiceTable {
     /// The service with this id. Ids come from this table's frontends.
     #[inline]
     pub fn service(&self, id: ServiceId) -> Option<&Service> {
-        self.services.get(id.0 as usize)
+        self.services.get(id.0 as usize).map(|s| &**s)
     }
 
     /// Whether the service still lists this backend (in any condition).
     #[inline]
     pub fn has_backend(&self, id: ServiceId, addr: IpAddr, port: u16) -> bool {
-        self.backends.contains_key(&(id, addr, port))
+        self.service(id).is_some_and(|s| s.has_backend(addr, port))
     }
 
     /// Whether new flows may still be sent to this backend (it is in the usable set).
     #[inline]
     pub fn is_usable_backend(&self, id: ServiceId, addr: IpAddr, port: u16) -> bool {
-        self.backends
-            .get(&(id, addr, port))
-            .is_some_and(|b| b.usable)
+        self.service(id)
+            .is_some_and(|s| s.is_usable_backend(addr, port))
     }
 
     /// The per-worker counters of a listed backend.
@@ -544,16 +626,18 @@ impl ServiceTable {
         addr: IpAddr,
         port: u16,
     ) -> Option<&TrafficSlots> {
-        self.backends.get(&(id, addr, port)).map(|b| &*b.counters)
+        self.service(id)?.backend_counters(addr, port)
     }
 
     /// Every listed backend of every service with its counters (for metrics).
     pub fn backend_counters_iter(
         &self,
     ) -> impl Iterator<Item = (ServiceId, IpAddr, u16, &TrafficSlots)> {
-        self.backends
-            .iter()
-            .map(|(&(id, addr, port), b)| (id, addr, port, &*b.counters))
+        self.services.iter().enumerate().flat_map(|(i, s)| {
+            s.listed
+                .iter()
+                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
+        })
     }
 
     /// The number of workers the counters have slots for.
@@ -561,7 +645,9 @@ impl ServiceTable {
         self.workers
     }
 
-    pub fn services(&self) -> &[Service] {
+    /// Every service, indexed by [`ServiceId`]; each may be handed to a later table's
+    /// builder ([`ServiceTableBuilder::add_built_service`]) while unchanged.
+    pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }
 
@@ -569,9 +655,23 @@ impl ServiceTable {
         self.frontends.values()
     }
 
+    /// How many frontends the table has.
+    pub fn frontend_count(&self) -> usize {
+        self.frontends.len()
+    }
+
     pub fn service_addrs(&self) -> impl Iterator<Item = &IpAddr> {
         self.service_addrs.iter()
     }
+}
+
+/// A service waiting in a builder (a pointer wide, so a builder of shared services
+/// moves little).
+enum PendingService {
+    /// To build, with the service it replaces if the caller named one.
+    Spec(Box<(ServiceSpec, Option<Arc<Service>>)>),
+    /// Built already; kept as is when its seed and worker count match the table's.
+    Built(Arc<Service>),
 }
 
 /// Builds a [`ServiceTable`]. Not for the hot path: it allocates freely.
@@ -580,9 +680,13 @@ pub struct ServiceTableBuilder {
     generation: u64,
     seed: u64,
     scheduler: Scheduler,
-    services: Vec<ServiceSpec>,
-    frontends: Vec<Frontend>,
-    keys: FastSet<FrontendKey>,
+    services: Vec<PendingService>,
+    frontends: FastMap<FrontendKey, Frontend>,
+    service_addrs: FastSet<IpAddr>,
+    /// Frontends were copied from another table: their ids are checked at build.
+    copied_frontends: bool,
+    /// The one empty source-range list every unrestricted frontend shares.
+    no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
 }
 
@@ -610,8 +714,40 @@ impl ServiceTableBuilder {
 
     /// Adds a service; the id is what its frontends name.
     pub fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
-        self.services.push(spec);
+        self.services
+            .push(PendingService::Spec(Box::new((spec, None))));
         ServiceId(self.services.len() as u32 - 1)
+    }
+
+    /// Adds a service that replaces `earlier`, a service of an earlier table with the
+    /// same name: its Maglev table and counters are carried over as `build_reusing` would,
+    /// without looking the name up in the previous table.
+    pub fn add_service_replacing(&mut self, spec: ServiceSpec, earlier: Arc<Service>) -> ServiceId {
+        self.services
+            .push(PendingService::Spec(Box::new((spec, Some(earlier)))));
+        ServiceId(self.services.len() as u32 - 1)
+    }
+
+    /// Adds a service of an earlier table, unchanged: the new table shares it (and so its
+    /// Maglev table and counters) when the seed and worker count are the same; otherwise
+    /// it is rebuilt from its spec, keeping what still fits.
+    pub fn add_built_service(&mut self, service: Arc<Service>) -> ServiceId {
+        self.services.push(PendingService::Built(service));
+        ServiceId(self.services.len() as u32 - 1)
+    }
+
+    /// The number of services added so far.
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Replaces the frontends added so far with a copy of `table`'s, service ids included:
+    /// for a caller that adds the same services in the same order, so the ids name the
+    /// same services. Frontends naming an id this builder never gets are left out at build.
+    pub fn copy_frontends(&mut self, table: &ServiceTable) {
+        self.frontends = table.frontends.clone();
+        self.service_addrs = table.service_addrs.clone();
+        self.copied_frontends = true;
     }
 
     /// Adds a frontend for a service added before.
@@ -625,16 +761,28 @@ impl ServiceTableBuilder {
         if service.0 as usize >= self.services.len() {
             return Err(TableError::UnknownService(service));
         }
-        if !self.keys.insert(key) {
-            return Err(TableError::DuplicateFrontend(key));
+        match self.frontends.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                Err(TableError::DuplicateFrontend(key))
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let source_ranges = if source_ranges.is_empty() {
+                    self.no_ranges
+                        .get_or_insert_with(|| Arc::from(Vec::new()))
+                        .clone()
+                } else {
+                    source_ranges.into()
+                };
+                v.insert(Frontend {
+                    key,
+                    kind,
+                    service,
+                    source_ranges,
+                });
+                self.service_addrs.insert(key.addr);
+                Ok(())
+            }
         }
-        self.frontends.push(Frontend {
-            key,
-            kind,
-            service,
-            source_ranges: source_ranges.into(),
-        });
-        Ok(())
     }
 
     /// Builds the table, computing every Maglev table.
@@ -646,73 +794,48 @@ impl ServiceTableBuilder {
     /// same name and the same usable backends (a one-endpoint change rebuilds one table),
     /// and carrying over the counters of same-named services and of their backends with
     /// the same address and port (when the worker count is unchanged), so counts survive
-    /// table changes.
+    /// table changes. Services added with [`Self::add_built_service`] are shared as they
+    /// are; ones added with [`Self::add_service_replacing`] reuse what they name instead
+    /// of a lookup in `previous`.
     pub fn build_reusing(self, previous: Option<&ServiceTable>) -> ServiceTable {
         let seed = self.seed;
         let workers = self.workers.max(1);
-        let reusable: FastMap<&str, &Service> = previous
-            .filter(|p| p.seed == seed)
-            .map(|p| p.services.iter().map(|s| (s.name(), s)).collect())
-            .unwrap_or_default();
-        let counted: Option<&ServiceTable> = previous.filter(|p| p.workers == workers);
-        let old_ids: FastMap<&str, ServiceId> = counted
-            .map(|p| {
-                p.services
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.name(), ServiceId(i as u32)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut backends = FastMap::default();
-        let services: Vec<Service> = self
-            .services
-            .into_iter()
-            .enumerate()
-            .map(|(i, spec)| {
-                let old_id = old_ids.get(spec.name.as_str()).copied();
-                let usable = usable_backends(&spec.backends);
-                for b in &spec.backends {
-                    let counters = old_id
-                        .and_then(|id| counted?.backends.get(&(id, b.addr, b.port)))
-                        .map(|e| e.counters.clone())
-                        .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
-                    let is_usable = usable.iter().any(|u| u.addr == b.addr && u.port == b.port);
-                    backends.insert(
-                        (ServiceId(i as u32), b.addr, b.port),
-                        BackendEntry {
-                            usable: is_usable,
-                            counters,
-                        },
-                    );
+        // The name index of `previous`, made the first time a service needs it.
+        let mut by_name: Option<FastMap<&str, &Service>> = None;
+        let mut earlier_named = |name: &str| -> Option<&Service> {
+            let p = previous?;
+            by_name
+                .get_or_insert_with(|| p.services.iter().map(|s| (s.name(), &**s)).collect())
+                .get(name)
+                .copied()
+        };
+        let mut services = Vec::with_capacity(self.services.len());
+        for pending in self.services {
+            services.push(match pending {
+                PendingService::Built(s) if s.seed == seed && s.workers == workers => s,
+                PendingService::Built(s) => {
+                    let earlier = earlier_named(s.name()).unwrap_or(&*s);
+                    Arc::new(Service::build(s.spec.clone(), seed, workers, Some(earlier)))
                 }
-                let counters = old_id
-                    .and_then(|id| counted?.services.get(id.0 as usize))
-                    .map(|s| s.counters.clone())
-                    .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
-                let maglev = match reusable.get(spec.name.as_str()) {
-                    Some(old) if *old.usable == usable[..] => old.maglev.clone(),
-                    _ => Arc::new(Maglev::new(
-                        &usable
-                            .iter()
-                            .map(|b| MaglevBackend {
-                                id: backend_id(seed, b),
-                                weight: b.weight,
-                            })
-                            .collect::<Vec<_>>(),
-                    )),
-                };
-                Service {
-                    key: service_key(&spec.name),
-                    spec,
-                    usable: usable.into(),
-                    maglev,
-                    counters,
+                PendingService::Spec(pending) => {
+                    let (spec, earlier) = *pending;
+                    let earlier = match earlier.as_deref() {
+                        Some(e) => Some(e),
+                        None => earlier_named(&spec.name),
+                    };
+                    Arc::new(Service::build(spec, seed, workers, earlier))
                 }
-            })
-            .collect();
-        let service_addrs = self.frontends.iter().map(|f| f.key.addr).collect();
-        let frontends = self.frontends.into_iter().map(|f| (f.key, f)).collect();
+            });
+        }
+        let mut frontends = self.frontends;
+        let mut service_addrs = self.service_addrs;
+        if self.copied_frontends {
+            let before = frontends.len();
+            frontends.retain(|_, f| (f.service.0 as usize) < services.len());
+            if frontends.len() != before {
+                service_addrs = frontends.keys().map(|k| k.addr).collect();
+            }
+        }
         ServiceTable {
             generation: self.generation,
             seed,
@@ -720,7 +843,6 @@ impl ServiceTableBuilder {
             services,
             frontends,
             service_addrs,
-            backends,
             workers,
         }
     }
@@ -898,6 +1020,67 @@ mod tests {
         let three = build(Some(&two), 4);
         assert_eq!(three.services()[1].counters().totals().packets, 0);
         assert_eq!(three.services()[1].counters().workers(), 4);
+    }
+
+    #[test]
+    fn built_services_are_shared_replaced_ones_keep_counters_and_frontends_copy() {
+        let first = {
+            let mut b = ServiceTable::builder().workers(2);
+            let a = b.add_service(spec("a", vec![backend("10.0.0.1", 80, Conditions::READY)]));
+            let c = b.add_service(spec("c", vec![backend("10.0.0.3", 80, Conditions::READY)]));
+            b.add_frontend(key("198.18.0.1", 80), FrontendKind::ClusterIp, a, vec![])
+                .unwrap();
+            b.add_frontend(key("198.18.0.3", 80), FrontendKind::ClusterIp, c, vec![])
+                .unwrap();
+            b.build()
+        };
+        first
+            .backend_counters(ServiceId(1), "10.0.0.3".parse().unwrap(), 80)
+            .unwrap()
+            .count(1, 7, true);
+        first.services()[1].counters().count(0, 9, false);
+
+        // Same seed and workers: `a` is shared; `c` is rebuilt with one more backend and
+        // keeps its counters through the hint; frontends come from `first`.
+        let mut b = ServiceTable::builder().workers(2).generation(2);
+        b.copy_frontends(&first);
+        b.add_built_service(first.services()[0].clone());
+        b.add_service_replacing(
+            spec(
+                "c",
+                vec![
+                    backend("10.0.0.3", 80, Conditions::READY),
+                    backend("10.0.0.4", 80, Conditions::READY),
+                ],
+            ),
+            first.services()[1].clone(),
+        );
+        let second = b.build_reusing(None);
+        assert!(Arc::ptr_eq(&first.services()[0], &second.services()[0]));
+        let c = &second.services()[1];
+        assert_eq!(c.usable_backends().len(), 2);
+        assert_eq!(c.counters().totals().bytes, 9);
+        let c3 = second.backend_counters(ServiceId(1), "10.0.0.3".parse().unwrap(), 80);
+        assert_eq!(c3.unwrap().totals().bytes, 7);
+        assert!(second.is_usable_backend(ServiceId(1), "10.0.0.4".parse().unwrap(), 80));
+        assert_eq!(second.frontend_count(), 2);
+        let f = second.frontend(&key("198.18.0.3", 80)).unwrap();
+        assert_eq!(second.service(f.service).unwrap().name(), "c");
+        assert_eq!(second.backend_counters_iter().count(), 3);
+
+        // Another worker count: a built service is rebuilt, not shared; a copied frontend
+        // naming a service the builder never got is left out, with its address.
+        let mut b = ServiceTable::builder().workers(3);
+        b.copy_frontends(&second);
+        b.add_built_service(second.services()[0].clone());
+        let third = b.build_reusing(Some(&second));
+        assert!(!Arc::ptr_eq(&second.services()[0], &third.services()[0]));
+        assert_eq!(third.services()[0].counters().workers(), 3);
+        assert_eq!(third.services()[0].name(), "a");
+        assert!(third.frontend(&key("198.18.0.3", 80)).is_none());
+        assert!(!third.is_service_addr("198.18.0.3".parse().unwrap()));
+        assert!(third.is_service_addr("198.18.0.1".parse().unwrap()));
+        assert!(!third.has_backend(ServiceId(1), "10.0.0.3".parse().unwrap(), 80));
     }
 
     #[test]
