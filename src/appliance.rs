@@ -18,12 +18,12 @@ use kubypass_control::{Publisher, SourceHealth};
 use kubypass_dataplane::pipeline::{
     Context, MacAddr, NeighbourTable, PipelineCounters, Verdict, Worker, WorkerConfig,
 };
-use kubypass_dataplane::table::ServiceTable;
+use kubypass_dataplane::table::{Service, ServiceTable};
 
 use crate::config::{Config, ConfigError, SchedulerKind};
 use crate::runtime::{Action, FrameProcessor, WorkerCounters};
 use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
-use kubypass_dataplane::hash::FastSet;
+use kubypass_dataplane::hash::{FastMap, FastSet};
 use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route, Routes};
 use kubypass_dataplane::table::{IpCidr, Scheduler};
 use std::net::SocketAddr;
@@ -241,6 +241,8 @@ impl Plan {
                 SchedulerKind::RoundRobin => Scheduler::RoundRobin,
                 SchedulerKind::Random => Scheduler::Random,
             },
+            // Known once EAL has the lcores: set by `run` before the control thread starts.
+            workers: 1,
         };
         let d = &config.dataplane;
         if d.conntrack_capacity == 0 {
@@ -335,16 +337,27 @@ impl Gate {
             .as_ref()
             .is_some_and(|w| Arc::ptr_eq(&w.table, &latest));
         if fresh {
-            let known: FastSet<IpAddr> = visible
+            // Services the new table shares with the visible one add nothing; a changed
+            // one adds the backends its same-named predecessor did not list. The cost is
+            // O(services + changed endpoints), not O(endpoints).
+            let shared_services: FastSet<*const Service> =
+                visible.services().iter().map(Arc::as_ptr).collect();
+            let by_name: FastMap<&str, &Service> = visible
                 .services()
                 .iter()
-                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
+                .map(|s| (s.name(), &**s))
                 .collect();
             let mut hops: Vec<IpAddr> = latest
                 .services()
                 .iter()
-                .flat_map(|s| s.usable_backends().iter().map(|b| b.addr))
-                .filter(|a| !known.contains(a))
+                .filter(|s| !shared_services.contains(&Arc::as_ptr(s)))
+                .flat_map(|s| {
+                    let old = by_name.get(s.name()).copied();
+                    s.usable_backends()
+                        .iter()
+                        .filter(move |b| !old.is_some_and(|o| o.has_backend(b.addr, b.port)))
+                        .map(|b| b.addr)
+                })
                 .filter_map(|a| self.routes.lookup(a).map(|h| h.addr))
                 .filter(|h| neighbours.get(*h).is_none())
                 .collect();

@@ -226,6 +226,8 @@ fn run_service(
             p
         },
         |ready| {
+            let mut plan = plan.clone();
+            plan.control.settings.workers = ready.counters.len();
             let views = WorkerViews {
                 runtime: Arc::clone(ready.counters),
                 pipeline: pipeline_counters.take(),
@@ -246,7 +248,8 @@ fn run_service(
 
 /// `kubypass replay`.
 fn replay(r: ReplayArgs) -> Result<()> {
-    let settings = replay::settings_with_nodes(&r.node_ips);
+    let mut settings = replay::settings_with_nodes(&r.node_ips);
+    settings.workers = r.workers;
     let translation = kubypass_control::load_manifests(&r.manifests, &settings)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     for w in &translation.warnings {

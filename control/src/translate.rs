@@ -73,6 +73,9 @@ pub struct ProxySettings {
     /// Seed of every flow and backend hash in the table.
     pub seed: u64,
     pub scheduler: Scheduler,
+    /// How many workers read the table: each gets its own slot in every Service and
+    /// backend counter (0 counts as 1).
+    pub workers: usize,
 }
 
 /// The outcome of [`translate`].
@@ -580,6 +583,7 @@ fn table_builder(settings: &ProxySettings, previous: Option<&ServiceTable>) -> S
         .generation(generation)
         .seed(settings.seed)
         .scheduler(settings.scheduler)
+        .workers(settings.workers.max(1))
 }
 
 /// Adds one Service's pools and frontends to `builder`. `built` are the table services
