@@ -4,7 +4,8 @@
 //! median Mpps of each and their ratio.
 //!
 //! `cargo bench -p kubypass --bench io_forward -- [--seconds N] [--rounds N] [--vdev null|ring]`
-//! (as root; `scripts/bench.sh` sets the host up and runs this).
+//! (as root; `scripts/bench.sh` sets the host up and runs this). `KUBYPASS_BENCH_BIN=path`
+//! measures that kubypass binary instead of the one cargo built (to compare builds).
 
 use std::process::{Command, Stdio};
 
@@ -72,7 +73,10 @@ fn kubypass(vdev: &str, seconds: u32, huge: bool) -> Option<f64> {
         ),
     )
     .ok()?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubypass"));
+    // KUBYPASS_BENCH_BIN runs another build (a saved baseline) under the same harness.
+    let bin = std::env::var_os("KUBYPASS_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kubypass").into());
+    let mut cmd = Command::new(bin);
     cmd.args(["run", "--stats-interval", "1", "--duration"])
         .arg(seconds.to_string())
         .arg("--config")

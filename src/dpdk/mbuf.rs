@@ -224,6 +224,16 @@ impl MbufBurst {
         }
     }
 
+    /// Hands over the frames not yet taken as raw pointers, leaving the burst empty:
+    /// the caller owns every pointer in the returned slice (all non-null, as rx filled
+    /// them) and must transmit or free each exactly once.
+    #[inline]
+    pub(crate) fn take_raw(&mut self) -> &mut [*mut ffi::rte_mbuf] {
+        let (from, to) = (self.next, self.len);
+        self.next = self.len;
+        self.ptrs.get_mut(from..to).unwrap_or(&mut [])
+    }
+
     /// Frees anything left and empties the burst, ready for the next rx.
     pub(crate) fn reset(&mut self) {
         while self.next < self.len {

@@ -427,6 +427,34 @@ impl TxQueue {
         outcome
     }
 
+    /// Transmits every frame left in `burst` as one tx burst, in order, after whatever
+    /// is buffered here (flushed first so frames keep their order). Frames the PMD does
+    /// not take are freed; `burst` is empty afterwards. The frames are not looked at:
+    /// this is the zero-touch path of io forwarding.
+    #[inline]
+    pub fn send_burst(&mut self, burst: &mut MbufBurst) -> TxOutcome {
+        let mut outcome = self.flush();
+        let taken = burst.take_raw();
+        if taken.is_empty() {
+            return outcome;
+        }
+        let n = taken.len() as u16;
+        // SAFETY: `take_raw` handed us ownership of these non-null mbufs (the burst no
+        // longer frees them); the PMD takes ownership of the first `sent`; this handle is
+        // the queue's only user.
+        let sent = unsafe { ffi::rte_eth_tx_burst(self.port, self.queue, taken.as_mut_ptr(), n) };
+        let sent = sent.min(n);
+        let dropped = n - sent;
+        if dropped > 0 {
+            let rest = taken.get_mut(usize::from(sent)..).unwrap_or(&mut []);
+            // SAFETY: the PMD did not take these; we own them and free each once.
+            unsafe { ffi::rte_pktmbuf_free_bulk(rest.as_mut_ptr(), rest.len() as u32) };
+        }
+        outcome.sent += sent;
+        outcome.dropped += dropped;
+        outcome
+    }
+
     /// Sends everything buffered; frames the PMD does not take are freed.
     #[inline]
     pub fn flush(&mut self) -> TxOutcome {

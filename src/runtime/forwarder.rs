@@ -28,6 +28,12 @@ impl PairedForwarder {
 }
 
 impl FrameProcessor for PairedForwarder {
+    /// Every burst goes whole to the paired port, like testpmd's io mode.
+    #[inline]
+    fn forward_whole_burst(&mut self, rx_port: u16) -> Option<u16> {
+        Some(paired_port(rx_port, self.ports))
+    }
+
     #[inline]
     fn process(&mut self, _buf: &mut [u8], _len: &mut usize, rx_port: u16, _now: u64) -> Action {
         Action::Forward {

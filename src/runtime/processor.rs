@@ -13,7 +13,19 @@ pub trait FrameProcessor: Send {
         &[]
     }
 
-    /// Called once per rx burst (and per batch of steered-in frames) before its frames.
+    /// The burst-level fast path, asked first for every rx burst: `Some(port)` means
+    /// "send this whole burst, untouched, out of port index `port`" (io forwarding). The
+    /// runtime then hands the burst to that port's tx queue without reading any frame
+    /// or mbuf: no `begin_burst`, `prefetch` or `process` for it, multi-segment frames
+    /// included. `None` (the default) processes the burst frame by frame. Not asked for
+    /// steered-in frames.
+    #[inline]
+    fn forward_whole_burst(&mut self, _rx_port: u16) -> Option<u16> {
+        None
+    }
+
+    /// Called once per burst processed frame by frame (and per batch of steered-in
+    /// frames) before its frames.
     fn begin_burst(&mut self, _now_ns: u64) {}
 
     /// Handles one frame in place. `buf` runs from the frame's first byte to the end of

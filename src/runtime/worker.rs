@@ -64,9 +64,12 @@ impl<P: FrameProcessor> Worker<P> {
         let mut turns: u32 = 0;
         // ns = tsc * mult >> 32
         let mult: u128 = (1_000_000_000u128 << 32) / u128::from(self.tsc_hz.max(1));
+        // With one worker nobody steers: its ring stays empty, so it is not polled.
+        let steering = rings.len() > 1;
         while !self.stop.load(Relaxed) {
-            let now_tsc = tsc_now();
-            let now_ns = ((u128::from(now_tsc) * mult) >> 32) as u64;
+            // The clock is read at most once per turn, and only when something needs it:
+            // io forwarding of whole bursts with nothing buffered never does.
+            let mut clock = TurnClock::unread(mult);
             let mut any = false;
             for port in 0..self.rx.len() {
                 let n = match self.rx.get_mut(port) {
@@ -79,10 +82,22 @@ impl<P: FrameProcessor> Worker<P> {
                 any = true;
                 bump(&my.bursts, 1);
                 bump(&my.rx, n as u64);
+                let port = port as u16;
+                if let Some(out) = self.processor.forward_whole_burst(port) {
+                    match self.tx.get_mut(usize::from(out)) {
+                        Some(q) => account(my, q.send_burst(&mut burst)),
+                        None => {
+                            // Dropping the frames frees them.
+                            my.drop_runtime(RuntimeDrop::BadPort, burst.remaining() as u64);
+                            burst.by_ref().for_each(drop);
+                        }
+                    }
+                    continue;
+                }
+                let now_ns = clock.ns();
                 self.processor.begin_burst(now_ns);
                 let processor = &mut self.processor;
                 burst.peek_frames(|f| processor.prefetch(f));
-                let port = port as u16;
                 for m in &mut burst {
                     self.handle(my, m, port, now_ns, false);
                 }
@@ -92,18 +107,26 @@ impl<P: FrameProcessor> Worker<P> {
                     }
                 }
             }
-            any |= self.take_steered(my, my_ring, now_ns);
+            if steering && !my_ring.is_empty() {
+                any |= self.take_steered(my, my_ring, clock.ns());
+            }
             if !any {
                 bump(&my.empty_polls, 1);
             }
-            if now_tsc.wrapping_sub(last_drain) >= self.drain_cycles {
-                for q in &mut self.tx {
-                    account(my, q.flush());
+            // Partial bursts wait in the tx buffers at most `drain_cycles`; with nothing
+            // buffered there is no deadline to check.
+            if self.tx.iter().any(|q| q.buffered() > 0) {
+                let now_tsc = clock.tsc();
+                if now_tsc.wrapping_sub(last_drain) >= self.drain_cycles {
+                    for q in &mut self.tx {
+                        account(my, q.flush());
+                    }
+                    last_drain = now_tsc;
                 }
-                last_drain = now_tsc;
             }
             turns = turns.wrapping_add(1);
             if turns % SLOW_JOB_EVERY == 0 {
+                let now_ns = clock.ns();
                 self.processor.slow_job(now_ns);
                 self.originate(my, now_ns);
             }
@@ -112,7 +135,8 @@ impl<P: FrameProcessor> Worker<P> {
         0
     }
 
-    /// Processes up to a burst of frames other workers steered here.
+    /// Processes up to a burst of frames other workers steered here (the caller has
+    /// seen the ring non-empty).
     #[inline]
     fn take_steered(
         &mut self,
@@ -120,9 +144,6 @@ impl<P: FrameProcessor> Worker<P> {
         ring: &ArrayQueue<SteeredFrame>,
         now_ns: u64,
     ) -> bool {
-        if ring.is_empty() {
-            return false;
-        }
         self.processor.begin_burst(now_ns);
         let mut n = 0u64;
         while n < BURST_SIZE as u64 {
@@ -239,6 +260,32 @@ impl<P: FrameProcessor> Worker<P> {
             }
             my.drop_runtime(RuntimeDrop::Shutdown, n);
         }
+    }
+}
+
+/// The TSC, read on first use within one loop turn and reused for the rest of it.
+struct TurnClock {
+    tsc: Option<u64>,
+    mult: u128,
+}
+
+impl TurnClock {
+    /// A clock not yet read; `mult` converts TSC cycles to ns (`ns = tsc * mult >> 32`).
+    #[inline]
+    fn unread(mult: u128) -> Self {
+        TurnClock { tsc: None, mult }
+    }
+
+    /// The turn's TSC value.
+    #[inline]
+    fn tsc(&mut self) -> u64 {
+        *self.tsc.get_or_insert_with(tsc_now)
+    }
+
+    /// The turn's time in ns.
+    #[inline]
+    fn ns(&mut self) -> u64 {
+        ((u128::from(self.tsc()) * self.mult) >> 32) as u64
     }
 }
 
