@@ -247,6 +247,10 @@ struct FileState {
 struct Loaded {
     polled: bool,
     files: BTreeMap<PathBuf, FileState>,
+    /// Files seen changed at the last poll, with the stamp they had: read once the stamp
+    /// holds for a whole poll interval, so a file caught mid-write (truncated, half
+    /// written) is not taken for its new version.
+    settling: BTreeMap<PathBuf, Stamp>,
     /// A configured path that could not be listed, and why.
     path_error: Option<String>,
 }
@@ -271,7 +275,8 @@ impl ManifestSource {
     /// broken file keeps its last good objects.
     pub fn poll(&self, health: &SourceHealth) -> bool {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut changed = !state.polled;
+        let first = !state.polled;
+        let mut changed = first;
         state.polled = true;
         let files = match expand(&self.paths) {
             Ok(f) => {
@@ -290,6 +295,7 @@ impl ManifestSource {
         };
         let before = state.files.len();
         state.files.retain(|p, _| files.binary_search(p).is_ok());
+        state.settling.retain(|p, _| files.binary_search(p).is_ok());
         changed |= state.files.len() != before;
         for file in files {
             let stamp = match fs::metadata(&file) {
@@ -297,8 +303,17 @@ impl ManifestSource {
                 Err(_) => continue, // Vanished between listing and stat: next poll.
             };
             if state.files.get(&file).is_some_and(|f| f.stamp == stamp) {
+                state.settling.remove(&file);
                 continue;
             }
+            // At start every file is read at once; later a changed file is read once it
+            // has kept the same stamp for one interval (rename-into-place writers are
+            // seen settled at the next poll).
+            if !first && state.settling.get(&file) != Some(&stamp) {
+                state.settling.insert(file, stamp);
+                continue;
+            }
+            state.settling.remove(&file);
             let result = fs::read_to_string(&file)
                 .map_err(|source| Error::Read {
                     path: file.clone(),
@@ -443,6 +458,28 @@ metadata: {name: ignored}
     }
 
     #[test]
+    fn a_file_caught_mid_write_is_not_taken_for_its_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        fs::write(&file, LIST).unwrap();
+        let src = ManifestSource::new(vec![dir.path().to_owned()]);
+        let health = SourceHealth::new();
+        assert!(src.poll(&health));
+        // An editor truncated the file and has not written it yet: an empty file parses
+        // as no objects, which must not replace the Service.
+        fs::write(&file, "").unwrap();
+        assert!(!src.poll(&health));
+        assert_eq!(src.snapshot().unwrap().services.len(), 1);
+        // The write completes before the next poll: that version settles, then loads.
+        fs::write(&file, format!("{LIST}\n")).unwrap();
+        assert!(!src.poll(&health));
+        assert_eq!(src.snapshot().unwrap().services.len(), 1);
+        assert!(src.poll(&health));
+        assert_eq!(src.snapshot().unwrap().services.len(), 1);
+        assert!(health.snapshot().in_sync);
+    }
+
+    #[test]
     fn broken_file_keeps_last_good_objects() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("svc.yaml");
@@ -458,6 +495,10 @@ metadata: {name: ignored}
         assert!(!src.poll(&health), "nothing changed");
 
         fs::write(&file, "kind: Service\napiVersion: v1\nmetadata: [broken\n").unwrap();
+        // The first poll sees the change and waits for the file to settle; the next
+        // one, with the same stamp, reads it.
+        assert!(!src.poll(&health));
+        assert!(health.snapshot().in_sync, "not read while settling");
         assert!(!src.poll(&health));
         let h = health.snapshot();
         assert!(!h.in_sync);
