@@ -9,6 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{read_pcap, write_pcap};
+
 /// DPDK runs busy-poll lcores; on a 2-CPU machine they must not overlap.
 static DPDK: Mutex<()> = Mutex::new(());
 
@@ -65,48 +68,6 @@ fn assert_clean_exit(out: &Output) -> String {
 }
 
 // --- pcap files (written and read by hand; little-endian, as x86 libpcap writes) ---
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&0i32.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    for (i, f) in frames.iter().enumerate() {
-        b.extend_from_slice(&(i as u32).to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(f);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut b = Vec::new();
-    std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
-        .read_to_end(&mut b)
-        .unwrap();
-    assert!(b.len() >= 24, "{} is not a pcap file", path.display());
-    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
-    assert!(
-        magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d,
-        "magic {magic:#x}"
-    );
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        at += 16;
-        frames.push(b[at..at + incl].to_vec());
-        at += incl;
-    }
-    frames
-}
 
 /// Distinct Ethernet frames of varied lengths (60..=1514 bytes).
 fn frames(n: usize, seed: u8) -> Vec<Vec<u8>> {

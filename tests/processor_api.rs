@@ -5,11 +5,12 @@
 
 use kubypass::config::Config;
 use kubypass::runtime::{self, Action, FrameProcessor, RunOptions, RuntimeDrop};
-use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
+use common::{frame, read_pcap, write_pcap};
 
 /// Port 0 → 1: cut the last 4 bytes. Port 1 → 0: append 8 bytes 0xEE. A frame whose
 /// byte 14 is 0xDD is dropped with reason 1.
@@ -36,46 +37,6 @@ impl FrameProcessor for Editor {
             Action::Forward { port: 0 }
         }
     }
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
-    for f in frames {
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(f);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut b = Vec::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_end(&mut b)
-        .unwrap();
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        at += 16;
-        frames.push(b[at..at + incl].to_vec());
-        at += incl;
-    }
-    frames
-}
-
-fn frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|i| i as u8).collect();
-    f[14] = tag;
-    f
 }
 
 #[test]

@@ -6,11 +6,12 @@
 
 use kubypass::config::Config;
 use kubypass::runtime::{self, Action, FrameProcessor, RunOptions, RuntimeDrop};
-use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod common;
+use common::{frame, read_pcap, write_pcap};
 
 /// Bursts from port 0 go whole to port 1; bursts from port 1 go whole to port 7, which
 /// does not exist. Counts every per-frame call, which must never come.
@@ -31,46 +32,6 @@ impl FrameProcessor for WholeBursts {
         self.per_frame_calls.fetch_add(1, Ordering::Relaxed);
         Action::Drop { reason: 0 }
     }
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&65535u32.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
-    for f in frames {
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        b.extend_from_slice(f);
-    }
-    std::fs::write(path, b).unwrap();
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut b = Vec::new();
-    std::fs::File::open(path)
-        .unwrap()
-        .read_to_end(&mut b)
-        .unwrap();
-    let mut frames = Vec::new();
-    let mut at = 24;
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
-        at += 16;
-        frames.push(b[at..at + incl].to_vec());
-        at += incl;
-    }
-    frames
-}
-
-fn frame(len: usize, tag: u8) -> Vec<u8> {
-    let mut f: Vec<u8> = (0..len).map(|i| i as u8).collect();
-    f[14] = tag;
-    f
 }
 
 #[test]
