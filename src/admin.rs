@@ -254,6 +254,11 @@ impl Snapshot {
                     p.reverse_nat.load(r),
                 ),
                 c(
+                    "kubypass_fast_path_frames",
+                    "Frames of established flows translated by the fast path (a part of the DNAT and reverse NAT frames).",
+                    p.fast_path.load(r),
+                ),
+                c(
                     "kubypass_replies",
                     "ARP/ND replies, RSTs and ICMP messages generated.",
                     p.replies.load(r),

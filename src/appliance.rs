@@ -288,6 +288,7 @@ impl Plan {
             fragment_capacity: self.fragment_capacity,
             promiscuous: self.promiscuous,
             assume_resolved: None,
+            fast_path: true,
         }
     }
 }

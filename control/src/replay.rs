@@ -155,6 +155,7 @@ impl Replayer {
                     routes: default_routes.clone(),
                     promiscuous: true,
                     assume_resolved: Some(RESOLVED_MAC),
+                    fast_path: true,
                     ..WorkerConfig::default()
                 })
             })

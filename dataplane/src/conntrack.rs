@@ -177,8 +177,42 @@ pub struct FlowHandle {
     epoch: u32,
 }
 
-/// One tracked flow. 96 bytes.
+/// The next hop one direction of a flow leaves by, as the full pipeline resolved it:
+/// the transmit port and the next hop's MAC. Cached in the flow so that later packets
+/// skip the route and neighbour lookups (see [`ConnTrack::fast_hit`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub port: u16,
+    pub mac: [u8; 6],
+}
+
+impl Egress {
+    /// No cached next hop: the packet takes the full pipeline.
+    pub const UNSET: Egress = Egress {
+        port: u16::MAX,
+        mac: [0; 6],
+    };
+}
+
+/// What the fast path needs of a tracked flow, returned by [`ConnTrack::fast_hit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastHit {
+    pub dir: Direction,
+    /// The flow's service in the current table generation.
+    pub service: ServiceId,
+    /// The backend's index among its service's listed backends (its counters).
+    pub backend_slot: u32,
+    /// Where the packet goes next.
+    pub egress: Egress,
+    /// The address and port the packet is rewritten to: the backend's (destination) for
+    /// a forward packet, the frontend's (source) for a reverse one.
+    pub nat_addr: FlowAddr,
+    pub nat_port: u16,
+}
+
+/// One tracked flow: 128 bytes, two cache lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(align(64))]
 pub struct Flow {
     client: FlowAddr,
     frontend: FlowAddr,
@@ -197,6 +231,12 @@ pub struct Flow {
     generation: u64,
     last_seen: u64,
     packets: [u32; 2],
+    /// The fast path's cache, per direction; valid while `generation` is the table's and
+    /// `egress_neighbours` the neighbour snapshot's version. Cleared whenever the flow
+    /// is revalidated or rebound.
+    egress: [Egress; 2],
+    egress_neighbours: u64,
+    backend_slot: u32,
 }
 
 const IN_USE: u8 = 0x80;
@@ -218,6 +258,9 @@ impl Flow {
         generation: 0,
         last_seen: 0,
         packets: [0; 2],
+        egress: [Egress::UNSET; 2],
+        egress_neighbours: 0,
+        backend_slot: u32::MAX,
     };
 
     #[inline]
@@ -389,7 +432,7 @@ struct Slot {
 
 impl ConnTrack {
     /// A table for at most `capacity` flows (capped at 2³⁰), with all memory allocated now:
-    /// 96 bytes per flow plus 32 bytes per flow of index (rounded up to a power of two).
+    /// 128 bytes per flow plus 32 bytes per flow of index (rounded up to a power of two).
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
         let capacity = capacity.min(1 << 30);
         // Two index entries per flow, at most half the ways in use when full.
@@ -427,12 +470,18 @@ impl ConnTrack {
         self.stats
     }
 
+    /// A key's primary bucket and its tag (never 0, which marks a free way).
     #[inline]
-    fn slot(&self, key: &FlowKey) -> Slot {
+    fn primary_and_tag(&self, key: &FlowKey) -> (usize, u32) {
         let h = key.table_hash();
         let tag = (h >> 32) as u32;
         let tag = if tag == 0 { 1 } else { tag };
-        let primary = (h as usize) & self.mask;
+        ((h as usize) & self.mask, tag)
+    }
+
+    #[inline]
+    fn slot(&self, key: &FlowKey) -> Slot {
+        let (primary, tag) = self.primary_and_tag(key);
         Slot {
             primary,
             secondary: self.other_bucket(primary, tag),
@@ -470,22 +519,6 @@ impl ConnTrack {
             }
         }
         None
-    }
-
-    /// The primary index bucket of a key: where a lookup reads first (and, unless that
-    /// bucket overflowed, only). A burst can compute these for all its packets and
-    /// [`ConnTrack::touch_bucket`] them before the first lookup, so the loads overlap.
-    #[inline]
-    pub fn bucket_index(&self, key: &FlowKey) -> usize {
-        self.slot(key).primary
-    }
-
-    /// Reads one word of a bucket (a software prefetch without `unsafe`: the load is
-    /// issued early and later lookups find the line in cache). Returns the word so the
-    /// load is not optimised away; callers may ignore it.
-    #[inline]
-    pub fn touch_bucket(&self, index: usize) -> u32 {
-        self.buckets.get(index & self.mask).map_or(0, |b| b.tags[0])
     }
 
     /// The flow for a handle, if it is still tracked.
@@ -527,19 +560,19 @@ impl ConnTrack {
     /// Index probe without expiry.
     #[inline]
     fn find(&self, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
-        let s = self.slot(key);
-        self.find_in(s.primary, s.tag, key)
-            .or_else(|| self.find_in(s.secondary, s.tag, key))
+        let (primary, tag) = self.primary_and_tag(key);
+        // The secondary bucket is computed only when the primary misses (rarely).
+        self.find_in(primary, tag, key)
+            .or_else(|| self.find_in(self.other_bucket(primary, tag), tag, key))
     }
 
     #[inline]
     fn find_in(&self, b: usize, tag: u32, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
         let bucket = self.buckets.get(b)?;
-        for way in 0..WAYS {
-            if bucket.tags[way] != tag {
+        for (&t, &r) in bucket.tags.iter().zip(&bucket.refs) {
+            if t != tag {
                 continue;
             }
-            let r = bucket.refs[way];
             let dir = if r & 1 == 0 {
                 Direction::Forward
             } else {
@@ -641,6 +674,9 @@ impl ConnTrack {
             generation: nat.generation,
             last_seen: now,
             packets: [0; 2],
+            egress: [Egress::UNSET; 2],
+            egress_neighbours: 0,
+            backend_slot: u32::MAX,
         };
         self.len += 1;
         let placed =
@@ -810,26 +846,115 @@ impl ConnTrack {
         now: u64,
     ) -> Option<FlowState> {
         let f = self.flow_mut(h)?;
-        let (state, fins) = tcp_next(f.state, f.flags & 3, dir, flags);
-        f.state = state;
-        f.flags = (f.flags & !3) | fins;
-        f.last_seen = now;
-        let p = &mut f.packets[dir.bit() as usize];
-        *p = p.saturating_add(1);
-        Some(state)
+        account_tcp(f, dir, flags, now);
+        Some(f.state)
     }
 
     /// Accounts a non-TCP packet: refreshes `last_seen`, counts it, and marks a UDP flow
     /// replied on its first reverse packet. Returns the state, `None` for a stale handle.
     pub fn touch(&mut self, h: FlowHandle, dir: Direction, now: u64) -> Option<FlowState> {
         let f = self.flow_mut(h)?;
-        if f.state == FlowState::UdpUnreplied && dir == Direction::Reverse {
-            f.state = FlowState::UdpReplied;
-        }
-        f.last_seen = now;
-        let p = &mut f.packets[dir.bit() as usize];
-        *p = p.saturating_add(1);
+        account_other(f, dir, now);
         Some(f.state)
+    }
+
+    /// Caches the next hop of one direction of a flow for [`ConnTrack::fast_hit`], as
+    /// resolved under neighbour snapshot `neighbours` (a version no other snapshot has;
+    /// caching under a new version forgets the other direction's next hop), with the
+    /// index of the flow's backend among its service's listed backends. Call it only
+    /// when the flow has been validated against the current table (its generation is the
+    /// table's) and its packets in this direction may skip the full pipeline. False for
+    /// a stale handle.
+    pub fn cache_egress(
+        &mut self,
+        h: FlowHandle,
+        dir: Direction,
+        egress: Egress,
+        neighbours: u64,
+        backend_slot: u32,
+    ) -> bool {
+        let Some(f) = self.flow_mut(h) else {
+            return false;
+        };
+        if f.egress_neighbours != neighbours {
+            f.egress = [Egress::UNSET; 2];
+            f.egress_neighbours = neighbours;
+        }
+        f.egress[dir.bit() as usize] = egress;
+        f.backend_slot = backend_slot;
+        true
+    }
+
+    /// The fast path's lookup: the flow of `key` when its cached next hop for this
+    /// direction is valid under table `generation` and neighbour snapshot `neighbours`;
+    /// the packet is then accounted (`tcp_flags` for TCP, `None` for others) as
+    /// [`ConnTrack::update_tcp`] / [`ConnTrack::touch`] would. Otherwise `None`, with
+    /// nothing changed: the packet takes the full pipeline (which also removes an
+    /// expired flow).
+    #[inline]
+    pub fn fast_hit(
+        &mut self,
+        key: &FlowKey,
+        tcp_flags: Option<TcpFlags>,
+        now: u64,
+        generation: u64,
+        neighbours: u64,
+    ) -> Option<FastHit> {
+        let (h, dir) = self.find(key)?;
+        let timeout_ns = &self.timeout_ns;
+        let f = self.flows.get_mut(h.index as usize)?;
+        let egress = f.egress[dir.bit() as usize];
+        if f.generation != generation
+            || f.egress_neighbours != neighbours
+            || egress.port == Egress::UNSET.port
+            || now >= f.last_seen.saturating_add(timeout_ns[f.state as usize])
+        {
+            return None;
+        }
+        match tcp_flags {
+            Some(flags) => account_tcp(f, dir, flags, now),
+            None => account_other(f, dir, now),
+        }
+        let (nat_addr, nat_port) = match dir {
+            Direction::Forward => (f.backend, f.backend_port),
+            Direction::Reverse => (f.frontend, f.frontend_port),
+        };
+        Some(FastHit {
+            dir,
+            service: f.service,
+            backend_slot: f.backend_slot,
+            egress,
+            nat_addr,
+            nat_port,
+        })
+    }
+
+    /// The slab line(s) of the flows whose index entries in the key's primary bucket
+    /// carry its tag, for a caller that prefetches them (usually exactly one flow).
+    #[inline]
+    pub fn primary_candidates(&self, bucket: usize, tag: u32) -> impl Iterator<Item = &Flow> {
+        let b = self.buckets.get(bucket & self.mask);
+        (0..WAYS).filter_map(move |w| {
+            let b = b?;
+            if b.tags[w] == tag {
+                self.flows.get((b.refs[w] >> 1) as usize)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The primary bucket and tag of a key (what a prefetching caller remembers between
+    /// its passes over a burst).
+    #[inline]
+    pub fn bucket_and_tag(&self, key: &FlowKey) -> (usize, u32) {
+        self.primary_and_tag(key)
+    }
+
+    /// The index bucket line at `index`, for a caller that prefetches it.
+    #[inline]
+    pub fn bucket_line(&self, index: usize) -> Option<&impl Sized> {
+        self.buckets.get(index & self.mask)
     }
 
     /// Sends the flow to another backend (the pipeline re-steering a SYN whose backend did
@@ -871,6 +996,7 @@ impl ConnTrack {
             f.backend_port = nat.backend_port;
             f.service = nat.service;
             f.generation = nat.generation;
+            f.egress = [Egress::UNSET; 2];
         }
         let ns = self.slot(&new_reverse);
         if !self.place(ns, r, h.index, now) {
@@ -895,6 +1021,7 @@ impl ConnTrack {
         match self.flow_mut(h) {
             Some(f) => {
                 f.generation = generation;
+                f.egress = [Egress::UNSET; 2];
                 true
             }
             None => false,
@@ -908,6 +1035,7 @@ impl ConnTrack {
             Some(f) => {
                 f.service = service;
                 f.generation = generation;
+                f.egress = [Egress::UNSET; 2];
                 true
             }
             None => false,
@@ -954,6 +1082,33 @@ impl ConnTrack {
                 )
             })
     }
+}
+
+/// Accounts a TCP packet in a flow (see [`ConnTrack::update_tcp`]).
+#[inline]
+fn account_tcp(f: &mut Flow, dir: Direction, flags: TcpFlags, now: u64) {
+    // The common case first: an established flow's segment without SYN, FIN or RST
+    // leaves the state as it is.
+    let changes = TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST;
+    if f.state != FlowState::TcpEstablished || flags.0 & changes != 0 {
+        let (state, fins) = tcp_next(f.state, f.flags & 3, dir, flags);
+        f.state = state;
+        f.flags = (f.flags & !3) | fins;
+    }
+    f.last_seen = now;
+    let p = &mut f.packets[dir.bit() as usize];
+    *p = p.saturating_add(1);
+}
+
+/// Accounts a non-TCP packet in a flow (see [`ConnTrack::touch`]).
+#[inline]
+fn account_other(f: &mut Flow, dir: Direction, now: u64) {
+    if f.state == FlowState::UdpUnreplied && dir == Direction::Reverse {
+        f.state = FlowState::UdpReplied;
+    }
+    f.last_seen = now;
+    let p = &mut f.packets[dir.bit() as usize];
+    *p = p.saturating_add(1);
 }
 
 /// The TCP transition function (see [`ConnTrack::update_tcp`]). `fins`: bit 0 forward FIN
@@ -1034,7 +1189,8 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(std::mem::size_of::<Flow>(), 96);
+        assert_eq!(std::mem::size_of::<Flow>(), 128);
+        assert_eq!(std::mem::align_of::<Flow>(), 64);
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
     }
 

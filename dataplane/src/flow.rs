@@ -32,6 +32,21 @@ impl FlowAddr {
         }
     }
 
+    /// An IPv4 address (host byte order value of its four bytes), mapped.
+    #[inline]
+    pub const fn from_v4(a: u32) -> Self {
+        FlowAddr {
+            hi: 0,
+            lo: 0xffff_0000_0000 | a as u64,
+        }
+    }
+
+    /// The low 32 bits: the IPv4 address of a mapped address.
+    #[inline]
+    pub const fn v4_bits(self) -> u32 {
+        self.lo as u32
+    }
+
     /// The address back, in the given family.
     #[inline]
     pub fn to_ip(self, v6: bool) -> IpAddr {
@@ -77,6 +92,19 @@ impl FlowKey {
             dst_port,
             protocol,
             v6: src.is_ipv6(),
+        }
+    }
+
+    /// An IPv4 key from the header fields' values.
+    #[inline]
+    pub const fn v4(src: u32, dst: u32, src_port: u16, dst_port: u16, protocol: u8) -> Self {
+        FlowKey {
+            src: FlowAddr::from_v4(src),
+            dst: FlowAddr::from_v4(dst),
+            src_port,
+            dst_port,
+            protocol,
+            v6: false,
         }
     }
 

@@ -294,6 +294,8 @@ pub struct Service {
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
+    /// The listed backends' counters, indexed by their entries' `slot`.
+    backend_slots: Box<[Arc<TrafficSlots>]>,
 }
 
 impl Service {
@@ -367,7 +369,20 @@ impl Service {
     /// The per-worker counters of a listed backend.
     #[inline]
     pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
-        self.listed.get(&(addr, port)).map(|b| &*b.counters)
+        self.backend_counters_at(self.backend_slot(addr, port)?)
+    }
+
+    /// A listed backend's index among this service's backend counters: a flow remembers
+    /// it to count its packets without a lookup (valid for this `Service` object only).
+    #[inline]
+    pub fn backend_slot(&self, addr: IpAddr, port: u16) -> Option<u32> {
+        self.listed.get(&(addr, port)).map(|b| b.slot)
+    }
+
+    /// The counters of the listed backend at `slot` (see [`Service::backend_slot`]).
+    #[inline]
+    pub fn backend_counters_at(&self, slot: u32) -> Option<&TrafficSlots> {
+        self.backend_slots.get(slot as usize).map(|c| &**c)
     }
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
@@ -380,10 +395,16 @@ impl Service {
         let usable = usable_backends(&spec.backends);
         let mut listed = FastMap::default();
         listed.reserve(spec.backends.len());
+        let mut backend_slots = Vec::with_capacity(spec.backends.len());
         for b in &spec.backends {
+            if listed.contains_key(&(b.addr, b.port)) {
+                continue;
+            }
             let counters = counted
-                .and_then(|e| e.listed.get(&(b.addr, b.port)))
-                .map(|e| e.counters.clone())
+                .and_then(|e| {
+                    let slot = e.backend_slot(b.addr, b.port)?;
+                    e.backend_slots.get(slot as usize).cloned()
+                })
                 .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
             let is_usable = usable
                 .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
@@ -392,9 +413,10 @@ impl Service {
                 (b.addr, b.port),
                 BackendEntry {
                     usable: is_usable,
-                    counters,
+                    slot: backend_slots.len() as u32,
                 },
             );
+            backend_slots.push(counters);
         }
         let counters = counted
             .map(|e| e.counters.clone())
@@ -420,6 +442,7 @@ impl Service {
             workers,
             counters,
             listed,
+            backend_slots: backend_slots.into(),
         }
     }
 }
@@ -498,7 +521,8 @@ impl TrafficSlots {
 struct BackendEntry {
     /// Whether new flows may use it (it is in the service's usable set).
     usable: bool,
-    counters: Arc<TrafficSlots>,
+    /// Its index in [`Service::backend_slots`].
+    slot: u32,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
@@ -634,9 +658,10 @@ impl ServiceTable {
         &self,
     ) -> impl Iterator<Item = (ServiceId, IpAddr, u16, &TrafficSlots)> {
         self.services.iter().enumerate().flat_map(|(i, s)| {
-            s.listed
-                .iter()
-                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
+            s.listed.iter().filter_map(move |(&(addr, port), b)| {
+                let c = s.backend_counters_at(b.slot)?;
+                Some((ServiceId(i as u32), addr, port, c))
+            })
         })
     }
 

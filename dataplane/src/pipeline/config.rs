@@ -47,6 +47,10 @@ pub struct WorkerConfig {
     /// Treat every next hop as resolved, to a fixed MAC (`replay`, tests): the output then
     /// depends only on the L3/L4 logic.
     pub assume_resolved: Option<MacAddr>,
+    /// Translate packets of established IPv4 TCP/UDP flows on the fast path (see
+    /// `pipeline::worker`'s `fast` module). On by default; off, every packet takes the
+    /// full pipeline, with the same result (for diagnosis and for tests comparing both).
+    pub fast_path: bool,
 }
 
 impl Default for WorkerConfig {
@@ -61,6 +65,7 @@ impl Default for WorkerConfig {
             fragment_capacity: 1024,
             promiscuous: false,
             assume_resolved: None,
+            fast_path: true,
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct PipelineCounters {
     pub dnat: AtomicU64,
     /// Frames translated backend→client.
     pub reverse_nat: AtomicU64,
+    /// Frames of either direction translated by the established-flow fast path (also
+    /// counted in `dnat` / `reverse_nat`).
+    pub fast_path: AtomicU64,
     /// ARP replies, ND advertisements, RSTs, ICMP errors and echo replies generated.
     pub replies: AtomicU64,
     /// Frames handed to their owning worker.
@@ -53,6 +56,7 @@ impl Default for PipelineCounters {
             frames: AtomicU64::new(0),
             dnat: AtomicU64::new(0),
             reverse_nat: AtomicU64::new(0),
+            fast_path: AtomicU64::new(0),
             replies: AtomicU64::new(0),
             steered: AtomicU64::new(0),
             to_host: AtomicU64::new(0),

@@ -7,21 +7,63 @@
 //! publishes the next snapshot. Static neighbours from the configuration seed the table.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hash::FastMap;
 use crate::pipeline::config::MacAddr;
 
-/// An immutable map from next-hop address to MAC.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An immutable map from next-hop address to MAC, with a version no other snapshot in
+/// the process has: what a flow's cached next hop is checked against.
+#[derive(Debug)]
 pub struct NeighbourTable {
     entries: FastMap<IpAddr, MacAddr>,
+    version: u64,
 }
+
+/// The last version issued; versions start at 1 (0 is never valid).
+static VERSIONS: AtomicU64 = AtomicU64::new(0);
+
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+impl Default for NeighbourTable {
+    fn default() -> Self {
+        NeighbourTable::new([])
+    }
+}
+
+impl Clone for NeighbourTable {
+    /// A copy is another snapshot: same entries, a new version.
+    fn clone(&self) -> Self {
+        NeighbourTable {
+            entries: self.entries.clone(),
+            version: next_version(),
+        }
+    }
+}
+
+/// Tables are equal when their entries are (versions aside).
+impl PartialEq for NeighbourTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for NeighbourTable {}
 
 impl NeighbourTable {
     pub fn new(entries: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> Self {
         NeighbourTable {
             entries: entries.into_iter().collect(),
+            version: next_version(),
         }
+    }
+
+    /// This snapshot's version: unique in the process, never 0.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     #[inline]
@@ -33,7 +75,10 @@ impl NeighbourTable {
     pub fn with(&self, learned: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> Self {
         let mut entries = self.entries.clone();
         entries.extend(learned);
-        NeighbourTable { entries }
+        NeighbourTable {
+            entries,
+            version: next_version(),
+        }
     }
 
     pub fn len(&self) -> usize {

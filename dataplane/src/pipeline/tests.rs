@@ -7,11 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
+use crate::conntrack::Direction;
 use crate::flow::owner_worker;
 use crate::packet_builder::{PacketBuilder, DEFAULT_DST_MAC, DEFAULT_SRC_MAC};
 use crate::table::{
-    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction,
-    ServiceSpec, ServiceTable,
+    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Service,
+    ServiceId, ServiceSpec, ServiceTable,
 };
 use crate::wire::icmpv6::NeighborFlags;
 use crate::wire::{
@@ -81,6 +82,7 @@ fn config(index: usize, workers: usize) -> WorkerConfig {
         fragment_capacity: 64,
         promiscuous: false,
         assume_resolved: Some(HOP.0),
+        fast_path: true,
     }
 }
 
@@ -1902,5 +1904,265 @@ proptest! {
         prop_assert!(checksums_verify(&back));
         let want = l4_frame(to_port(0).ip(vip, client).ttl(63), proto, dport, cport, &payload).build();
         prop_assert_eq!(back, want);
+    }
+}
+
+// ------------------------------------------------------------------ fast path
+
+fn fast_frames(w: &Worker) -> u64 {
+    relaxed(&w.counters().fast_path)
+}
+
+#[test]
+fn established_flows_take_the_fast_path_until_their_state_changes() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let (client, vip) = (ip(CLIENT), ip(VIP));
+    // The SYN and the SYN-ACK take the full pipeline (a SYN may open a flow or retry a
+    // backend); each leaves its direction's next hop in the flow.
+    let (v, out) = run(
+        &mut w,
+        &t,
+        &n,
+        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+        0,
+        1,
+    );
+    assert_eq!((v, fast_frames(&w)), (Verdict::Forward(1), 0));
+    let (be, bport) = dnat_target(&out);
+    let synack = from_backend()
+        .ip(be, client)
+        .tcp(bport, 40000)
+        .syn_ack()
+        .build();
+    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
+    assert_eq!(fast_frames(&w), 0);
+
+    // Then both directions are fast, and translated exactly as the full pipeline does.
+    let ack = |p: &[u8]| from_client().ip(client, vip).tcp(40000, 80).payload(p);
+    let data = |p: &[u8]| from_backend().ip(be, client).tcp(bport, 40000).payload(p);
+    let fwd_out = |p: &[u8]| {
+        to_port(1)
+            .ip(client, be)
+            .ttl(63)
+            .tcp(40000, bport)
+            .payload(p)
+    };
+    let rev_out = |p: &[u8]| to_port(0).ip(vip, client).ttl(63).tcp(80, 40000).payload(p);
+    assert_eq!(
+        run(&mut w, &t, &n, &ack(b"GET /").build(), 0, 3),
+        (Verdict::Forward(1), fwd_out(b"GET /").build())
+    );
+    assert_eq!(fast_frames(&w), 1);
+    assert_eq!(
+        run(&mut w, &t, &n, &data(b"200").build(), 1, 4),
+        (Verdict::Forward(0), rev_out(b"200").build())
+    );
+    assert_eq!(fast_frames(&w), 2);
+    let web = t.service(ServiceId(0)).unwrap();
+    assert_eq!(
+        web.counters().totals().packets,
+        4,
+        "fast frames are counted"
+    );
+    assert_eq!(web.backend_counters(be, bport).unwrap().totals().packets, 4);
+
+    // A new table generation: one packet per direction revalidates the flow on the full
+    // pipeline, then the flow is fast again.
+    let t2 = table_with(2, vec![backend(BE1, 8080)], Some(&t));
+    for (expect_fast, frame, rx) in [(2, ack(b"a"), 0), (2, data(b"b"), 1), (3, ack(b"c"), 0)] {
+        assert!(matches!(
+            run(&mut w, &t2, &n, &frame.build(), rx, 5).0,
+            Verdict::Forward(_)
+        ));
+        assert_eq!(fast_frames(&w), expect_fast);
+    }
+    // A new neighbour snapshot likewise.
+    let n2 = n.clone();
+    for expect_fast in [3, 4] {
+        assert!(matches!(
+            run(&mut w, &t2, &n2, &ack(b"d").build(), 0, 6).0,
+            Verdict::Forward(1)
+        ));
+        assert_eq!(fast_frames(&w), expect_fast);
+    }
+    // What the fast path leaves to the full pipeline: TTL running out, a bad IPv4 header
+    // checksum, a tagged frame, IP options.
+    let expiring = ack(b"e").ttl(1).build();
+    assert_eq!(run(&mut w, &t2, &n2, &expiring, 0, 7).0, Verdict::Reply);
+    let mut corrupt = ack(b"f").build();
+    corrupt[24] ^= 0xff;
+    assert_eq!(
+        run(&mut w, &t2, &n2, &corrupt, 0, 7).0,
+        Verdict::Drop(DropReason::Ipv4BadChecksum)
+    );
+    let tagged = from_client().vlan(7).ip(client, vip).tcp(40000, 80).build();
+    assert_eq!(run(&mut w, &t2, &n2, &tagged, 0, 7).0, Verdict::Forward(1));
+    let options = ack(b"g").ipv4_options(&[1, 1, 1, 1]).build();
+    assert_eq!(run(&mut w, &t2, &n2, &options, 0, 7).0, Verdict::Forward(1));
+    assert_eq!(fast_frames(&w), 4);
+    // A FIN is fast; a bare SYN on the closed flow reopens it on the full pipeline.
+    assert_eq!(
+        run(&mut w, &t2, &n2, &ack(b"").fin().build(), 0, 8).0,
+        Verdict::Forward(1)
+    );
+    assert_eq!(fast_frames(&w), 5);
+    let again = syn(from_client(), CLIENT, VIP, 40000, 80).build();
+    assert_eq!(run(&mut w, &t2, &n2, &again, 0, 9).0, Verdict::Forward(1));
+    assert_eq!(fast_frames(&w), 5);
+}
+
+#[test]
+fn the_fast_path_follows_a_changed_neighbour_mac() {
+    const OLD: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x01];
+    const NEW: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];
+    let t = table();
+    let mut w = Worker::new(WorkerConfig {
+        assume_resolved: None,
+        ..config(0, 1)
+    });
+    let hops = |be: MacAddr| NeighbourTable::new([(ip(BE1), be), (ip(CLIENT), CLIENT_MAC.0)]);
+    let (n1, n2) = (hops(OLD), hops(NEW));
+    let s = syn(from_client(), CLIENT, VIP, 40001, 80).build();
+    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40001, 80).build();
+    let want = |mac: MacAddr| {
+        PacketBuilder::new()
+            .eth(MAC1, EthernetAddress(mac))
+            .ip(ip(CLIENT), ip(BE1))
+            .ttl(63)
+            .tcp(40001, 8080)
+            .build()
+    };
+    run(&mut w, &t, &n1, &s, 0, 1);
+    assert_eq!(run(&mut w, &t, &n1, &ack, 0, 2).1, want(OLD));
+    assert_eq!(fast_frames(&w), 1);
+    // The backend moved to another MAC: the cached next hop is not used.
+    assert_eq!(run(&mut w, &t, &n2, &ack, 0, 3).1, want(NEW));
+    assert_eq!(run(&mut w, &t, &n2, &ack, 0, 4).1, want(NEW));
+    assert_eq!(fast_frames(&w), 2);
+}
+
+/// TCP flags a fast-path property case may put on a packet.
+const FLAG_CHOICES: [WireTcpFlags; 8] = [
+    WireTcpFlags::ACK,
+    WireTcpFlags(WireTcpFlags::ACK.0 | WireTcpFlags::PSH.0),
+    WireTcpFlags(WireTcpFlags::FIN.0 | WireTcpFlags::ACK.0),
+    WireTcpFlags::RST,
+    WireTcpFlags::SYN,
+    WireTcpFlags(WireTcpFlags::SYN.0 | WireTcpFlags::ACK.0),
+    WireTcpFlags(0),
+    WireTcpFlags(WireTcpFlags::ACK.0 | WireTcpFlags::URG.0),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The fast path changes nothing but speed: any sequence of packets of IPv4 TCP and
+    /// UDP flows, either way, with any flags, TTL, payload or damage, gives the same
+    /// verdicts, frames, counters and flow states with it as without it.
+    #[test]
+    fn the_fast_path_gives_what_the_full_pipeline_gives(
+        flows in proptest::collection::vec((any::<bool>(), 1u8..250, 1024u16..65535), 1..4),
+        // (flow, from the client?, flags, TTL, payload, damage: 0 a bad IPv4 header
+        // checksum, 1 a zero UDP checksum, else none)
+        steps in proptest::collection::vec(
+            (0usize..4, any::<bool>(), 0usize..FLAG_CHOICES.len(),
+             prop_oneof![Just(1u8), Just(2), Just(64)],
+             proptest::collection::vec(any::<u8>(), 0..24), 0u8..8),
+            1..40),
+    ) {
+        // One table each, so that their Service and backend counters can be compared.
+        let table = || table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+        let (tf, ts) = (table(), table());
+        let n = NeighbourTable::default();
+        let mut fast = Worker::new(config(0, 1));
+        let mut full = Worker::new(WorkerConfig { fast_path: false, ..config(0, 1) });
+        let mut now = 1;
+        let mut both = |frame: &[u8], rx: u16, fast: &mut Worker, full: &mut Worker| {
+            now += 1_000;
+            let a = run(fast, &tf, &n, frame, rx, now);
+            let b = run(full, &ts, &n, frame, rx, now);
+            (a, b)
+        };
+        // Open every flow (the first packet and its answer), learning its backend.
+        let mut opened = Vec::new();
+        for &(tcp, host, cport) in &flows {
+            let client = IpAddr::V4(Ipv4Addr::new(198, 18, 0, host));
+            let first = if tcp {
+                from_client().ip(client, ip(VIP)).tcp(cport, 80).syn().build()
+            } else {
+                from_client().ip(client, ip(VIP)).udp(cport, 53).payload(b"q").build()
+            };
+            let (a, b) = both(&first, 0, &mut fast, &mut full);
+            prop_assert_eq!(&a, &b);
+            if a.0 != Verdict::Forward(1) {
+                continue; // the same client and port twice: a reopen or a clash
+            }
+            let p = Ipv4Packet::new_checked(&a.1[14..]).unwrap();
+            let (_, bport) = crate::wire::transport_ports(p.payload()).unwrap();
+            let be = IpAddr::V4(p.dst_addr());
+            let answer = if tcp {
+                from_backend().ip(be, client).tcp(bport, cport).syn_ack().build()
+            } else {
+                from_backend().ip(be, client).udp(bport, cport).payload(b"a").build()
+            };
+            let (a, b) = both(&answer, 1, &mut fast, &mut full);
+            prop_assert_eq!(&a, &b);
+            opened.push((tcp, client, cport, be, bport));
+        }
+        prop_assume!(!opened.is_empty());
+        for (flow, forward, flags, ttl, payload, damage) in steps {
+            let (tcp, client, cport, be, bport) = opened[flow % opened.len()];
+            let (b, rx) = if forward {
+                (from_client().ip(client, ip(VIP)), 0)
+            } else {
+                (from_backend().ip(be, client), 1)
+            };
+            let (sport, dport) = match (forward, tcp) {
+                (true, true) => (cport, 80),
+                (true, false) => (cport, 53),
+                (false, _) => (bport, cport),
+            };
+            let mut b = b.ttl(ttl).payload(&payload);
+            b = if tcp {
+                b.tcp(sport, dport).flags(FLAG_CHOICES[flags])
+            } else {
+                b.udp(sport, dport)
+            };
+            if damage == 1 && !tcp {
+                b = b.udp_zero_checksum();
+            }
+            let mut frame = b.build();
+            if damage == 0 {
+                frame[24] ^= 0x5a;
+            }
+            let (a, b) = both(&frame, rx, &mut fast, &mut full);
+            prop_assert_eq!(a, b);
+        }
+        let (cf, cs) = (fast.counters(), full.counters());
+        prop_assert_eq!(relaxed(&cs.fast_path), 0);
+        for (x, y) in [(&cf.frames, &cs.frames), (&cf.dnat, &cs.dnat), (&cf.reverse_nat, &cs.reverse_nat), (&cf.replies, &cs.replies), (&cf.new_flows, &cs.new_flows)] {
+            prop_assert_eq!(relaxed(x), relaxed(y));
+        }
+        for &r in DropReason::ALL {
+            prop_assert_eq!(cf.drops(r), cs.drops(r), "{:?}", r);
+        }
+        for (a, b) in tf.services().iter().zip(ts.services()) {
+            prop_assert_eq!(a.counters().totals(), b.counters().totals());
+            for be in [BE1, BE2] {
+                let c = |s: &Service| s.backend_counters(ip(be), 8080).map(|c| c.totals());
+                prop_assert_eq!(c(a), c(b));
+            }
+        }
+        let states = |w: &Worker| {
+            let mut s: Vec<_> = w.conntrack().iter().map(|(_, f)| {
+                (f.client(), f.client_port(), f.backend(), f.state(), f.last_seen(),
+                 f.packets(Direction::Forward), f.packets(Direction::Reverse))
+            }).collect();
+            s.sort_by_key(|x| (x.0, x.1));
+            s
+        };
+        prop_assert_eq!(states(&fast), states(&full));
     }
 }

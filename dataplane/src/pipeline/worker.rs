@@ -24,12 +24,16 @@
 //! first fragments are dropped (`FragmentUnsupported`): the CRC32c covers the whole
 //! packet, which a fragment does not hold.
 
+mod fast;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+pub use fast::{Prefetcher, LOOKAHEAD, PREFETCH_MIN_FLOWS};
+
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
-    ConnTrack, Direction, FlowHandle, FlowState, InsertError, NatTarget, TcpFlags, Timeouts,
+    ConnTrack, Direction, Egress, FlowHandle, FlowState, InsertError, NatTarget, TcpFlags, Timeouts,
 };
 use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey};
 use crate::hash::{addr_word, mix64};
@@ -98,6 +102,7 @@ pub struct Worker {
     pending: [(IpAddr, u64); PENDING_SLOTS],
     /// Where [`Worker::originate`] resumes: (service index, backend index).
     probe_cursor: (usize, usize),
+    lookahead: fast::Lookahead,
 }
 
 /// Where the parts of an IP packet are in the frame, and what it says.
@@ -175,6 +180,7 @@ impl Worker {
             rng: mix64(config.index as u64 ^ 0x7261_6e64_6f6d_2121) | 1,
             pending: [(IpAddr::from([0u8; 4]), 0); PENDING_SLOTS],
             probe_cursor: (0, 0),
+            lookahead: fast::Lookahead::default(),
             routes,
             own,
             links,
@@ -215,31 +221,6 @@ impl Worker {
         );
     }
 
-    /// Reads the conntrack bucket a frame's lookup will read, so that a burst's loads
-    /// overlap. Changes nothing; frames it cannot parse are ignored.
-    pub fn prefetch(&self, frame: &[u8], _ctx: &Context) {
-        let Ok(eth) = EthernetFrame::new_checked(frame) else {
-            return;
-        };
-        let l2 = eth.header_len();
-        let v6 = match eth.ethertype() {
-            EtherType::Ipv4 => false,
-            EtherType::Ipv6 => true,
-            _ => return,
-        };
-        let Ok(ip) = parse_ip(frame, l2, frame.len(), v6, false) else {
-            return;
-        };
-        if ip.frag == Frag::Whole || matches!(ip.frag, Frag::First(_)) {
-            if let Some((s, d)) = frame.get(ip.l4..ip.end).and_then(transport_ports) {
-                let key = FlowKey::new(ip.src, ip.dst, s, d, ip.proto);
-                let _ = self
-                    .conntrack
-                    .touch_bucket(self.conntrack.bucket_index(&key));
-            }
-        }
-    }
-
     /// Processes one received frame. `frame` is the writable buffer from the frame's first
     /// byte to the end of the buffer (tailroom included); `*len` is the frame's length on
     /// entry and the length to transmit on exit (it may grow up to `frame.len()`, e.g. for
@@ -254,6 +235,14 @@ impl Worker {
         ctx: &Context,
     ) -> Verdict {
         bump(&self.counters.frames, 1);
+        if self.lookahead.len() > 0 {
+            self.prefetch_flows();
+        }
+        if self.config.fast_path {
+            if let Some(v) = self.fast_v4(frame, *len, rx_port, now_ns, ctx) {
+                return v;
+            }
+        }
         let v = match self.classify(frame, len, rx_port, now_ns, ctx) {
             Ok(v) | Err(v) => v,
         };
@@ -627,7 +616,19 @@ impl Worker {
             }
         }
         self.account(h, Direction::Forward, ip, ports, now);
-        self.dnat(frame, len, ip, backend, bport, sid, false, at, now, ctx)
+        self.dnat(
+            frame,
+            len,
+            ip,
+            backend,
+            bport,
+            sid,
+            false,
+            Some(h),
+            at,
+            now,
+            ctx,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -666,8 +667,12 @@ impl Worker {
             generation: table.generation(),
         };
         let mut chosen = b;
+        let mut tracked = None;
         match self.conntrack.insert(key, nat(&b), now) {
-            Ok(h) => self.account(h, Direction::Forward, ip, ports, now),
+            Ok(h) => {
+                self.account(h, Direction::Forward, ip, ports, now);
+                tracked = Some(h);
+            }
             Err(InsertError::ReverseConflict(_)) => {
                 // A live flow of this client port already reaches this backend through
                 // another frontend: its replies could not be told apart. Another
@@ -685,6 +690,7 @@ impl Worker {
                 };
                 chosen = other;
                 self.account(h, Direction::Forward, ip, ports, now);
+                tracked = Some(h);
             }
             Err(_) => bump(&self.counters.stateless_flows, 1),
         }
@@ -697,6 +703,7 @@ impl Worker {
             chosen.port,
             sid,
             true,
+            tracked,
             at,
             now,
             ctx,
@@ -724,6 +731,7 @@ impl Worker {
         bport: u16,
         sid: ServiceId,
         new_flow: bool,
+        flow: Option<FlowHandle>,
         at: Rx,
         now: u64,
         ctx: &Context,
@@ -739,7 +747,11 @@ impl Worker {
         }
         bump(&self.counters.dnat, 1);
         self.count_service(ctx.table, sid, backend, bport, ip, new_flow);
-        self.route_out(frame, len, at.l2, backend, now, ctx)
+        // The flow's later packets may take the fast path when it still names a service.
+        let cache = flow
+            .filter(|_| sid != NO_SERVICE && fast_eligible(ip))
+            .map(|h| (h, Direction::Forward, backend, bport, sid));
+        self.route_out_caching(frame, len, at.l2, backend, now, ctx, cache)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -771,7 +783,12 @@ impl Worker {
         }
         bump(&self.counters.reverse_nat, 1);
         self.count_service(ctx.table, sid, ip.src, ports.src, ip, false);
-        self.route_out(frame, len, at.l2, ip.dst, now, ctx)
+        // Replies may take the fast path unless the client's address is one the full
+        // pipeline treats otherwise (the appliance's own, or a Service address).
+        let cache = Some((h, Direction::Reverse, ip.src, ports.src, sid)).filter(|_| {
+            fast_eligible(ip) && !self.is_own(ip.dst) && !ctx.table.is_service_addr(ip.dst)
+        });
+        self.route_out_caching(frame, len, at.l2, ip.dst, now, ctx, cache)
     }
 
     fn count_service(
@@ -1162,6 +1179,24 @@ impl Worker {
         now: u64,
         ctx: &Context,
     ) -> Step<Verdict> {
+        self.route_out_caching(frame, len, l2, dst, now, ctx, None)
+    }
+
+    /// [`Worker::route_out`], also caching the next hop in the flow `cache` names — (flow,
+    /// direction, backend, backend port, service) — for the fast path, when the MAC came
+    /// from the published neighbour snapshot (not from this worker's recent cache, which
+    /// the snapshot's version does not cover).
+    #[allow(clippy::too_many_arguments)]
+    fn route_out_caching(
+        &mut self,
+        frame: &mut [u8],
+        len: &mut usize,
+        l2: usize,
+        dst: IpAddr,
+        now: u64,
+        ctx: &Context,
+        cache: Option<(FlowHandle, Direction, IpAddr, u16, ServiceId)>,
+    ) -> Step<Verdict> {
         let hop = self
             .routes
             .lookup(dst)
@@ -1172,12 +1207,24 @@ impl Worker {
             .get(usize::from(hop.port))
             .ok_or(dropped(DropReason::NoRoute))?;
         let port_mac = port.mac;
-        let mac = self
+        let published = self
             .config
             .assume_resolved
-            .or_else(|| ctx.neighbours.get(hop.addr))
-            .or_else(|| self.learned.recent(hop.addr));
-        if let Some(m) = mac {
+            .or_else(|| ctx.neighbours.get(hop.addr));
+        if let (Some(m), Some((h, dir, backend, bport, sid))) = (published, cache) {
+            let slot = ctx
+                .table
+                .service(sid)
+                .and_then(|s| s.backend_slot(backend, bport))
+                .unwrap_or(u32::MAX);
+            let egress = Egress {
+                port: hop.port,
+                mac: m,
+            };
+            self.conntrack
+                .cache_egress(h, dir, egress, ctx.neighbours.version(), slot);
+        }
+        if let Some(m) = published.or_else(|| self.learned.recent(hop.addr)) {
             set_macs(frame, port_mac, m);
             return Ok(Verdict::Forward(hop.port));
         }
@@ -1774,6 +1821,12 @@ fn pick_other(
 }
 
 #[inline]
+/// Whether a translated packet's flow may cache its next hop for the fast path, which
+/// takes IPv4 TCP and UDP packets that are not fragments.
+fn fast_eligible(ip: &Ip) -> bool {
+    !ip.v6 && ip.frag == Frag::Whole && (ip.proto == 6 || ip.proto == 17)
+}
+
 fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {
     if let Some(h) = frame.get_mut(..12) {
         h[..6].copy_from_slice(&dst);

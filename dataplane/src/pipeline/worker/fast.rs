@@ -1,0 +1,342 @@
+//! The established-flow fast path, and the look-ahead across a burst that feeds it.
+//!
+//! Most packets belong to a flow the worker already tracks, and for those the full
+//! pipeline's decisions repeat themselves: the same frontend, the same backend, the same
+//! route and next hop. The first packets of a flow take the full pipeline, which then
+//! caches in the flow, per direction, the port and next-hop MAC it resolved and the index
+//! of the backend's counters ([`ConnTrack::cache_egress`]). A later packet that is
+//! - an untagged IPv4 frame to the receiving port's MAC (or any, when promiscuous),
+//! - with a 20-byte header whose checksum verifies, not a fragment, TTL > 1,
+//! - TCP without SYN (a SYN may open a new connection or retry a backend) or UDP, with a
+//!   well-formed header,
+//! - of a tracked flow whose cache is valid (the flow was checked against this table
+//!   generation, and the next hop was resolved under this neighbour snapshot),
+//!
+//! is rewritten here with one conntrack lookup and no other: addresses, port, TTL and
+//! both checksums in a single fold each, MACs from the cache. Anything else returns
+//! `None` before changing any state, and the frame takes the full pipeline, which gives
+//! the same result (the pipeline tests run both ways and compare).
+//!
+//! Look-ahead. With many flows the conntrack lines a burst needs are not in cache, and
+//! each packet would wait for two dependent memory loads (the index bucket, then the
+//! flow). [`Worker::prefetch`] is called for every frame of a burst before the first is
+//! processed: it computes the flow's bucket and asks the caller's prefetch function for
+//! that line. The first `process` of the burst then reads those buckets (arrived by now)
+//! and prefetches the flows they point to, so the burst's loads overlap. The prefetch
+//! function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch needs
+//! `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows the
+//! lines are in cache anyway and the look-ahead is skipped.
+
+use super::{Context, Worker};
+use crate::conntrack::{Direction, TcpFlags};
+use crate::flow::FlowKey;
+use crate::pipeline::counters::bump;
+use crate::pipeline::verdict::Verdict;
+
+/// Tracked flows from which the look-ahead runs: below this, a burst's conntrack lines
+/// (about 3 per flow) fit the core's L2 cache and the look-ahead only costs a parse.
+pub const PREFETCH_MIN_FLOWS: usize = 16_384;
+/// Frames remembered between [`Worker::prefetch`] and the burst's first `process`.
+pub const LOOKAHEAD: usize = 64;
+
+const ETH: usize = 14;
+const IP: usize = 20;
+
+/// A caller's prefetch: brings the cache line at the address into cache, without
+/// faulting on any address (what `rte_prefetch0` or `_mm_prefetch` do).
+pub type Prefetcher = fn(*const u8);
+
+/// The burst look-ahead's state.
+#[derive(Clone, Debug)]
+pub(super) struct Lookahead {
+    pub(super) prefetcher: Option<Prefetcher>,
+    /// (primary bucket, tag) of frames seen by `prefetch` since the last `process`.
+    hints: [(usize, u32); LOOKAHEAD],
+    len: usize,
+}
+
+impl Lookahead {
+    /// Frames looked at since the last `process`.
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Default for Lookahead {
+    fn default() -> Self {
+        Lookahead {
+            prefetcher: None,
+            hints: [(0, 0); LOOKAHEAD],
+            len: 0,
+        }
+    }
+}
+
+// Checksum arithmetic below is done on 16-bit words loaded in the machine's byte
+// order: a one's-complement sum commutes with byte swapping (RFC 1071, "byte order
+// independence"), so a sum of native words stored back natively is the wire checksum,
+// with no swaps.
+
+/// A 16-bit word at `b[i..i + 2]`, in the machine's byte order.
+#[inline(always)]
+fn ne16(b: &[u8; 2]) -> u32 {
+    u32::from(u16::from_ne_bytes(*b))
+}
+
+/// Folds a one's-complement accumulator to 16 bits.
+#[inline(always)]
+fn fold(s: u64) -> u16 {
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+/// Whether an IPv4 header without options verifies: its words sum to 0xffff.
+#[inline(always)]
+fn header_verifies(ip: &[u8; IP]) -> bool {
+    let w = |i: usize| u64::from(u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]));
+    fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
+/// The RFC 1624 (eqn. 3) terms of a 4-byte field changing from `old` to `new`: `~old +
+/// new`, word by word.
+#[inline(always)]
+fn delta4(old: [u8; 4], new: [u8; 4]) -> u64 {
+    let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+    u64::from(!o >> 16) + u64::from(!o & 0xffff) + u64::from(n >> 16) + u64::from(n & 0xffff)
+}
+
+/// The terms of a 2-byte field changing from `old` to `new`.
+#[inline(always)]
+fn delta2(old: [u8; 2], new: [u8; 2]) -> u64 {
+    u64::from(!ne16(&old) & 0xffff) + u64::from(ne16(&new))
+}
+
+/// `check` updated by `terms` (RFC 1624 eqn. 3: `~(~check + terms)`), native order.
+#[inline(always)]
+fn updated(check: [u8; 2], terms: u64) -> [u8; 2] {
+    (!fold(u64::from(!ne16(&check) & 0xffff) + terms)).to_ne_bytes()
+}
+
+/// The ports, TCP flags and checksum offset of a TCP or UDP header `l4` (the IP payload),
+/// if well formed and fit for the fast path (no SYN).
+#[inline(always)]
+fn transport(proto: u8, l4: &[u8]) -> Option<(u16, u16, Option<TcpFlags>, usize)> {
+    let ports = |l4: &[u8]| {
+        (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
+    };
+    match proto {
+        6 => {
+            if l4.len() < 20 {
+                return None;
+            }
+            let doff = usize::from(l4[12] >> 4) * 4;
+            let flags = l4[13];
+            if doff < 20 || doff > l4.len() || flags & TcpFlags::SYN != 0 {
+                return None;
+            }
+            let (s, d) = ports(l4);
+            Some((s, d, Some(TcpFlags(flags)), 16))
+        }
+        17 => {
+            if l4.len() < 8 {
+                return None;
+            }
+            let ulen = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            if ulen < 8 || ulen > l4.len() {
+                return None;
+            }
+            let (s, d) = ports(l4);
+            Some((s, d, None, 6))
+        }
+        _ => None,
+    }
+}
+
+/// The IPv4 header and transport payload of a frame fit for the fast path: untagged
+/// IPv4, 20-byte header, total length within the frame, not a fragment.
+#[inline(always)]
+fn ipv4_parts(frame: &mut [u8]) -> Option<(&mut [u8; ETH], &mut [u8; IP], &mut [u8])> {
+    if frame.len() < ETH + IP {
+        return None;
+    }
+    let (eth, rest) = frame.split_at_mut(ETH);
+    let eth: &mut [u8; ETH] = eth.try_into().ok()?;
+    if eth[12] != 0x08 || eth[13] != 0x00 {
+        return None;
+    }
+    let (ip, payload) = rest.split_at_mut(IP);
+    let ip: &mut [u8; IP] = ip.try_into().ok()?;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ip[0] != 0x45 || frag != 0 || total < IP {
+        return None;
+    }
+    let l4 = payload.get_mut(..total - IP)?;
+    Some((eth, ip, l4))
+}
+
+impl Worker {
+    /// Sets the function the burst look-ahead prefetches with (see the module
+    /// documentation). Without one, [`Worker::prefetch`] does nothing.
+    pub fn set_prefetcher(&mut self, prefetcher: Prefetcher) {
+        self.lookahead.prefetcher = Some(prefetcher);
+    }
+
+    /// Looks ahead at a frame of the current burst, before any frame of the burst is
+    /// processed: prefetches the conntrack bucket its lookup will read (only with a
+    /// prefetcher set and at least [`PREFETCH_MIN_FLOWS`] tracked flows). Changes no
+    /// flow state; frames the fast path would not take are ignored.
+    pub fn prefetch(&mut self, frame: &[u8], _ctx: &Context) {
+        let Some(prefetch) = self.lookahead.prefetcher else {
+            return;
+        };
+        if self.conntrack.len() < PREFETCH_MIN_FLOWS || self.lookahead.len >= LOOKAHEAD {
+            return;
+        }
+        // `ipv4_parts` needs a mutable frame only to hand out mutable parts; the fields
+        // read here are at fixed offsets once its checks pass.
+        if frame.len() < ETH + IP + 4 || frame[12..14] != [0x08, 0x00] || frame[ETH] != 0x45 {
+            return;
+        }
+        let ip = &frame[ETH..ETH + IP];
+        let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+        let l4 = &frame[ETH + IP..];
+        let key = FlowKey::v4(
+            word(12),
+            word(16),
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+            ip[9],
+        );
+        let (bucket, tag) = self.conntrack.bucket_and_tag(&key);
+        if let Some(line) = self.conntrack.bucket_line(bucket) {
+            prefetch((line as *const _) as *const u8);
+        }
+        self.lookahead.hints[self.lookahead.len] = (bucket, tag);
+        self.lookahead.len += 1;
+    }
+
+    /// The look-ahead's second step, at the burst's first `process`: prefetches the flows
+    /// the remembered buckets point to.
+    #[inline]
+    pub(super) fn prefetch_flows(&mut self) {
+        let n = std::mem::take(&mut self.lookahead.len);
+        let Some(prefetch) = self.lookahead.prefetcher else {
+            return;
+        };
+        for &(bucket, tag) in self.lookahead.hints.iter().take(n) {
+            for flow in self.conntrack.primary_candidates(bucket, tag) {
+                let p = (flow as *const _) as *const u8;
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+            }
+        }
+    }
+
+    /// The fast path (see the module documentation): `Some(verdict)` when it handled the
+    /// frame, `None`, with nothing changed, when the full pipeline must.
+    #[inline]
+    pub(super) fn fast_v4(
+        &mut self,
+        frame: &mut [u8],
+        len: usize,
+        rx_port: u16,
+        now: u64,
+        ctx: &Context,
+    ) -> Option<Verdict> {
+        let frame = frame.get_mut(..len)?;
+        let (eth, ip, l4) = ipv4_parts(frame)?;
+        let rx_mac = self.config.ports.get(usize::from(rx_port))?.mac;
+        if eth[..6] != rx_mac && !self.config.promiscuous {
+            return None;
+        }
+        let ttl = ip[8];
+        let proto = ip[9];
+        if ttl <= 1 || !header_verifies(ip) {
+            return None;
+        }
+        let (sport, dport, flags, check_at) = transport(proto, l4)?;
+        let src = [ip[12], ip[13], ip[14], ip[15]];
+        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        let key = FlowKey::v4(
+            u32::from_be_bytes(src),
+            u32::from_be_bytes(dst),
+            sport,
+            dport,
+            proto,
+        );
+        let hit = self.conntrack.fast_hit(
+            &key,
+            flags,
+            now,
+            ctx.table.generation(),
+            ctx.neighbours.version(),
+        )?;
+
+        // Rewrite: the destination (forward) or the source (reverse) address and port,
+        // the TTL, and both checksums incrementally, each folded once.
+        let nat_addr = hit.nat_addr.v4_bits().to_be_bytes();
+        let nat_port = hit.nat_port.to_be_bytes();
+        let (addr_terms, port_terms) = match hit.dir {
+            Direction::Forward => {
+                ip[16..20].copy_from_slice(&nat_addr);
+                let old_port = [l4[2], l4[3]];
+                l4[2..4].copy_from_slice(&nat_port);
+                (delta4(dst, nat_addr), delta2(old_port, nat_port))
+            }
+            Direction::Reverse => {
+                ip[12..16].copy_from_slice(&nat_addr);
+                let old_port = [l4[0], l4[1]];
+                l4[0..2].copy_from_slice(&nat_port);
+                (delta4(src, nat_addr), delta2(old_port, nat_port))
+            }
+        };
+        ip[8] = ttl - 1;
+        let ttl_terms = delta2([ttl, proto], [ttl - 1, proto]);
+        let ip_check = updated([ip[10], ip[11]], addr_terms + ttl_terms);
+        ip[10..12].copy_from_slice(&ip_check);
+        if let Some(c) = l4.get_mut(check_at..check_at + 2) {
+            let check = [c[0], c[1]];
+            // A zero UDP checksum means "none" and stays zero; a computed zero is sent
+            // as 0xffff.
+            if proto == 6 || check != [0, 0] {
+                let mut new = updated(check, addr_terms + port_terms);
+                if proto == 17 && new == [0, 0] {
+                    new = [0xff, 0xff];
+                }
+                c.copy_from_slice(&new);
+            }
+        }
+
+        eth[..6].copy_from_slice(&hit.egress.mac);
+        if let Some(out) = self.config.ports.get(usize::from(hit.egress.port)) {
+            eth[6..12].copy_from_slice(&out.mac);
+        }
+
+        let c = &self.counters;
+        bump(
+            match hit.dir {
+                Direction::Forward => &c.dnat,
+                Direction::Reverse => &c.reverse_nat,
+            },
+            1,
+        );
+        bump(&c.fast_path, 1);
+        if let Some(s) = ctx.table.service(hit.service) {
+            let bytes = u64::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let w = self.config.index;
+            s.counters().count(w, bytes, false);
+            if let Some(b) = s.backend_counters_at(hit.backend_slot) {
+                b.count(w, bytes, false);
+            }
+        }
+        Some(Verdict::Forward(hit.egress.port))
+    }
+}
