@@ -223,6 +223,11 @@ impl Snapshot {
                     "Frames the appliance originated (ARP/ND probes).",
                     w.originated.load(r),
                 ),
+                c(
+                    "kubypass_offload_fallback_frames",
+                    "Frames whose checksums were left to a NIC without that offload, finished in software.",
+                    w.offload_fallback.load(r),
+                ),
             ]);
             for why in RuntimeDrop::ALL {
                 out.samples.push((

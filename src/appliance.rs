@@ -21,7 +21,7 @@ use kubypass_dataplane::pipeline::{
 use kubypass_dataplane::table::{Service, ServiceTable};
 
 use crate::config::{Config, ConfigError, SchedulerKind};
-use crate::runtime::{Action, FrameProcessor, WorkerCounters};
+use crate::runtime::{Action, FrameProcessor, TxOffload, WorkerCounters};
 use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
 use kubypass_dataplane::hash::{FastMap, FastSet};
 use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route, Routes};
@@ -457,8 +457,15 @@ impl FrameProcessor for ServiceProcessor {
             neighbours: &self.neighbours,
         };
         match self.worker.process(buf, len, rx_port, now_ns, &ctx) {
-            Verdict::Forward(port) => Action::Forward { port },
-            Verdict::Reply => Action::Forward { port: rx_port },
+            // The pipeline finishes every checksum in software for now.
+            Verdict::Forward(port) => Action::Forward {
+                port,
+                offload: TxOffload::NONE,
+            },
+            Verdict::Reply => Action::Forward {
+                port: rx_port,
+                offload: TxOffload::NONE,
+            },
             Verdict::Steer(worker) => Action::Steer { worker },
             Verdict::Drop(_) | Verdict::ToHost => Action::Drop { reason: 0 },
         }

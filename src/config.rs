@@ -109,6 +109,22 @@ pub struct PortConfig {
     /// (`198.18.1.1/24`): ARP/ND answers for them and they make connected routes.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Whether frames sent here may leave checksums to the NIC: `auto` (the default)
+    /// enables the tx checksum offloads (IPv4 header, TCP, UDP, SCTP) the device offers;
+    /// `off` enables none, so every checksum is finished in software.
+    #[serde(default)]
+    pub checksum_offload: ChecksumOffloadMode,
+}
+
+/// A port's tx checksum offload setting.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumOffloadMode {
+    /// Use every tx checksum offload the device offers.
+    #[default]
+    Auto,
+    /// Use none: software finishes every checksum.
+    Off,
 }
 
 /// The device behind a port.
@@ -608,6 +624,32 @@ mod tests {
         c.mempool.cache = 32;
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("mempool.cache"), "{e}");
+    }
+
+    #[test]
+    fn checksum_offload_defaults_to_auto_and_parses_off() {
+        let c = Config::parse(
+            "ports: [{name: a, device: net_ring0}, {name: b, device: net_ring1, checksum_offload: off}, {name: c, device: net_ring2, checksum_offload: auto}]",
+        )
+        .unwrap();
+        let modes: Vec<_> = c.ports.iter().map(|p| p.checksum_offload).collect();
+        assert_eq!(
+            modes,
+            [
+                ChecksumOffloadMode::Auto,
+                ChecksumOffloadMode::Off,
+                ChecksumOffloadMode::Auto
+            ]
+        );
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_checksum_offload_value_is_a_clear_error() {
+        let e = Config::parse("ports: [{name: a, device: net_ring0, checksum_offload: on}]")
+            .unwrap_err();
+        assert!(e.contains("checksum_offload"), "{e}");
+        assert!(e.contains("`auto`") && e.contains("`off`"), "{e}");
     }
 
     #[test]

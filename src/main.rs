@@ -152,6 +152,7 @@ fn real_main(cli: Cli) -> Result<()> {
                     name: name.to_owned(),
                     device: device.to_owned(),
                     addresses: Vec::new(),
+                    checksum_offload: Default::default(),
                 })
             })
             .collect::<Result<_>>()?;

@@ -4,7 +4,7 @@
 //! for one mbuf arrives segmented and is dropped and counted. Needs root.
 
 use kubypass::config::Config;
-use kubypass::runtime::{self, Action, FrameProcessor, RunOptions, RuntimeDrop};
+use kubypass::runtime::{self, Action, FrameProcessor, RunOptions, RuntimeDrop, TxOffload};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +27,20 @@ impl FrameProcessor for Editor {
         }
         if rx_port == 0 {
             *len -= 4;
-            Action::Forward { port: 1 }
+            Action::Forward {
+                port: 1,
+                offload: TxOffload::NONE,
+            }
         } else {
             let Some(tail) = buf.get_mut(*len..*len + 8) else {
                 return Action::Drop { reason: 0 };
             };
             tail.fill(0xEE);
             *len += 8;
-            Action::Forward { port: 0 }
+            Action::Forward {
+                port: 0,
+                offload: TxOffload::NONE,
+            }
         }
     }
 }

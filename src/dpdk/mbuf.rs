@@ -6,6 +6,27 @@ use std::ptr::NonNull;
 /// Frames per rx/tx burst.
 pub const BURST_SIZE: usize = 32;
 
+/// The tx offload request flags (`RTE_MBUF_F_TX_*`) kubypass sets with
+/// [`Mbuf::set_ol_flags`] to leave checksums to the NIC.
+pub mod tx_flags {
+    use super::ffi;
+
+    /// The packet is IPv4 (`RTE_MBUF_F_TX_IPV4`).
+    pub const IPV4: u64 = ffi::RTE_MBUF_F_TX_IPV4;
+    /// The packet is IPv6 (`RTE_MBUF_F_TX_IPV6`).
+    pub const IPV6: u64 = ffi::RTE_MBUF_F_TX_IPV6;
+    /// Compute the IPv4 header checksum (`RTE_MBUF_F_TX_IP_CKSUM`).
+    pub const IP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_IP_CKSUM;
+    /// Compute the TCP checksum (`RTE_MBUF_F_TX_TCP_CKSUM`).
+    pub const TCP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_TCP_CKSUM;
+    /// Compute the UDP checksum (`RTE_MBUF_F_TX_UDP_CKSUM`).
+    pub const UDP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_UDP_CKSUM;
+    /// Compute the SCTP CRC32c (`RTE_MBUF_F_TX_SCTP_CKSUM`).
+    pub const SCTP_CKSUM: u64 = ffi::RTE_MBUF_F_TX_SCTP_CKSUM;
+    /// The two bits that name the transport checksum (`RTE_MBUF_F_TX_L4_MASK`).
+    pub const L4_MASK: u64 = ffi::RTE_MBUF_F_TX_L4_MASK;
+}
+
 /// One owned packet buffer. Single owner: it is transmitted (ownership passes to the
 /// PMD) or freed on drop, exactly once.
 pub struct Mbuf {

@@ -14,9 +14,10 @@ mod port;
 
 pub use eal::{tsc_hz, tsc_now, Eal};
 pub use lcore::{launch, LaunchedLcore};
+pub use mbuf::tx_flags;
 pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
+pub use port::{ChecksumCaps, LinkStatus, Port, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
 
 use std::ffi::CStr;
 

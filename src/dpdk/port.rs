@@ -10,6 +10,108 @@ pub struct Port {
     id: u16,
     name: String,
     started: bool,
+    tx_checksum: ChecksumCaps,
+}
+
+/// Tx checksum offloads, by checksum: what a device offers, what is asked for, or what a
+/// configured port enabled (`RTE_ETH_TX_OFFLOAD_{IPV4,TCP,UDP,SCTP}_CKSUM`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChecksumCaps {
+    /// IPv4 header checksum.
+    pub ipv4: bool,
+    /// TCP checksum (IPv4 and IPv6).
+    pub tcp: bool,
+    /// UDP checksum (IPv4 and IPv6).
+    pub udp: bool,
+    /// SCTP CRC32c.
+    pub sctp: bool,
+}
+
+impl ChecksumCaps {
+    /// No checksum offloaded.
+    pub const NONE: ChecksumCaps = ChecksumCaps {
+        ipv4: false,
+        tcp: false,
+        udp: false,
+        sctp: false,
+    };
+    /// Every checksum offloaded.
+    pub const ALL: ChecksumCaps = ChecksumCaps {
+        ipv4: true,
+        tcp: true,
+        udp: true,
+        sctp: true,
+    };
+
+    /// The checksums of a `RTE_ETH_TX_OFFLOAD_*` bit set.
+    pub fn from_tx_offloads(bits: u64) -> ChecksumCaps {
+        let [ipv4, tcp, udp, sctp] = tx_checksum_bits();
+        ChecksumCaps {
+            ipv4: bits & ipv4 != 0,
+            tcp: bits & tcp != 0,
+            udp: bits & udp != 0,
+            sctp: bits & sctp != 0,
+        }
+    }
+
+    /// The `RTE_ETH_TX_OFFLOAD_*` bits of these checksums.
+    pub fn tx_offloads(self) -> u64 {
+        let [ipv4, tcp, udp, sctp] = tx_checksum_bits();
+        let bit = |on: bool, b: u64| if on { b } else { 0 };
+        bit(self.ipv4, ipv4) | bit(self.tcp, tcp) | bit(self.udp, udp) | bit(self.sctp, sctp)
+    }
+
+    /// Checksums in both sets.
+    pub fn intersect(self, other: ChecksumCaps) -> ChecksumCaps {
+        ChecksumCaps {
+            ipv4: self.ipv4 && other.ipv4,
+            tcp: self.tcp && other.tcp,
+            udp: self.udp && other.udp,
+            sctp: self.sctp && other.sctp,
+        }
+    }
+
+    /// Whether none is set.
+    pub fn is_none(self) -> bool {
+        self == ChecksumCaps::NONE
+    }
+}
+
+impl std::fmt::Display for ChecksumCaps {
+    /// `ipv4,tcp,udp,sctp` (those set), or `none`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = [
+            (self.ipv4, "ipv4"),
+            (self.tcp, "tcp"),
+            (self.udp, "udp"),
+            (self.sctp, "sctp"),
+        ];
+        let mut first = true;
+        for (_, name) in names.iter().filter(|(on, _)| *on) {
+            if !first {
+                f.write_str(",")?;
+            }
+            f.write_str(name)?;
+            first = false;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// `RTE_ETH_TX_OFFLOAD_{IPV4,TCP,UDP,SCTP}_CKSUM`.
+fn tx_checksum_bits() -> [u64; 4] {
+    // SAFETY: plain C functions returning constants.
+    unsafe {
+        [
+            ffi::kubypass_tx_offload_ipv4_cksum(),
+            ffi::kubypass_tx_offload_tcp_cksum(),
+            ffi::kubypass_tx_offload_udp_cksum(),
+            ffi::kubypass_tx_offload_sctp_cksum(),
+        ]
+    }
 }
 
 /// Link state as the PMD reports it.
@@ -49,6 +151,15 @@ pub struct PortInfo {
     pub max_tx_queues: u16,
     /// RSS hash functions the port supports (`RTE_ETH_RSS_*`).
     pub rss_offloads: u64,
+    /// Tx offloads the port supports (`RTE_ETH_TX_OFFLOAD_*`).
+    pub tx_offload_capa: u64,
+}
+
+impl PortInfo {
+    /// The tx checksum offloads the device offers.
+    pub fn tx_checksum_capa(&self) -> ChecksumCaps {
+        ChecksumCaps::from_tx_offloads(self.tx_offload_capa)
+    }
 }
 
 impl Port {
@@ -73,6 +184,7 @@ impl Port {
             id,
             name: name.to_owned(),
             started: false,
+            tx_checksum: ChecksumCaps::NONE,
         })
     }
 
@@ -110,21 +222,27 @@ impl Port {
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
             rss_offloads: info.flow_type_rss_offloads,
+            tx_offload_capa: info.tx_offload_capa,
         })
     }
 
     /// Configures `queues` rx and tx queues (RSS over IP/TCP/UDP when there are several
     /// and the PMD supports it) with `rx_desc`/`tx_desc` descriptors, rx buffers from
-    /// `pool`, and returns one (rx, tx) handle pair per queue index.
+    /// `pool`, and returns one (rx, tx) handle pair per queue index. Enables the tx
+    /// checksum offloads in `tx_checksum` that the device offers; see
+    /// [`tx_checksum_offloads`](Self::tx_checksum_offloads).
     pub fn configure(
         &mut self,
         queues: u16,
         rx_desc: u16,
         tx_desc: u16,
         pool: &Mempool,
+        tx_checksum: ChecksumCaps,
     ) -> Result<Vec<(RxQueue, TxQueue)>> {
         let info = self.info()?;
         let mut conf = ffi::rte_eth_conf::default();
+        let enabled = tx_checksum.intersect(info.tx_checksum_capa());
+        conf.txmode.offloads = enabled.tx_offloads();
         // SAFETY: plain C function returning a constant.
         let wanted_rss = unsafe { ffi::kubypass_rss_hf_ip_tcp_udp() };
         let rss = wanted_rss & info.rss_offloads;
@@ -140,6 +258,7 @@ impl Port {
                 ret,
             ));
         }
+        self.tx_checksum = enabled;
         let (mut nrx, mut ntx) = (rx_desc, tx_desc);
         // SAFETY: valid, configured port; out-pointers to locals.
         let ret = unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(self.id, &mut nrx, &mut ntx) };
@@ -190,6 +309,12 @@ impl Port {
             ));
         }
         Ok(pairs)
+    }
+
+    /// The tx checksum offloads enabled by [`configure`](Self::configure) (none before):
+    /// a frame sent here may leave exactly these checksums to the NIC.
+    pub fn tx_checksum_offloads(&self) -> ChecksumCaps {
+        self.tx_checksum
     }
 
     /// Starts the port.

@@ -23,3 +23,10 @@ void kubypass_mbuf_set_tx_lens(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_
 /* Reads the mbuf's tx offload l2/l3 lengths. */
 uint16_t kubypass_mbuf_l2_len(const struct rte_mbuf *m);
 uint16_t kubypass_mbuf_l3_len(const struct rte_mbuf *m);
+
+/* Tx checksum offload bits (RTE_ETH_TX_OFFLOAD_{IPV4,TCP,UDP,SCTP}_CKSUM): RTE_BIT64
+ * macros, which bindgen cannot evaluate. */
+uint64_t kubypass_tx_offload_ipv4_cksum(void);
+uint64_t kubypass_tx_offload_tcp_cksum(void);
+uint64_t kubypass_tx_offload_udp_cksum(void);
+uint64_t kubypass_tx_offload_sctp_cksum(void);

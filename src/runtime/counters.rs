@@ -22,11 +22,14 @@ pub enum RuntimeDrop {
     BadPort,
     /// Still queued when the appliance stopped.
     Shutdown,
+    /// Forwarded with a [`TxOffload`](super::TxOffload) the frame does not match, so its
+    /// checksums could not be finished.
+    BadOffload,
 }
 
 impl RuntimeDrop {
     /// Number of variants.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// All variants, in index order.
     pub const ALL: [RuntimeDrop; Self::COUNT] = [
         RuntimeDrop::TxFull,
@@ -36,6 +39,7 @@ impl RuntimeDrop {
         RuntimeDrop::BadLength,
         RuntimeDrop::BadPort,
         RuntimeDrop::Shutdown,
+        RuntimeDrop::BadOffload,
     ];
 
     /// Counter name.
@@ -48,6 +52,7 @@ impl RuntimeDrop {
             RuntimeDrop::BadLength => "bad_length",
             RuntimeDrop::BadPort => "bad_port",
             RuntimeDrop::Shutdown => "shutdown",
+            RuntimeDrop::BadOffload => "bad_offload",
         }
     }
 }
@@ -72,6 +77,9 @@ pub struct WorkerCounters {
     pub steered_in: AtomicU64,
     /// Frames this worker handed to another.
     pub steered_out: AtomicU64,
+    /// Frames whose checksums the processor left to the NIC but the tx port does not
+    /// offload, so the runtime finished them in software.
+    pub offload_fallback: AtomicU64,
     /// Runtime drops by [`RuntimeDrop`] index.
     pub runtime_drops: [AtomicU64; RuntimeDrop::COUNT],
     /// Processor drops by reason index.
@@ -113,6 +121,7 @@ impl WorkerCounters {
             empty_polls: load(&self.empty_polls),
             steered_in: load(&self.steered_in),
             steered_out: load(&self.steered_out),
+            offload_fallback: load(&self.offload_fallback),
             runtime_drops: std::array::from_fn(|i| self.runtime_drops.get(i).map_or(0, load)),
             processor_drops: std::array::from_fn(|i| self.processor_drops.get(i).map_or(0, load)),
         }
@@ -136,6 +145,8 @@ pub struct CounterSnapshot {
     pub steered_in: u64,
     /// See [`WorkerCounters::steered_out`].
     pub steered_out: u64,
+    /// See [`WorkerCounters::offload_fallback`].
+    pub offload_fallback: u64,
     /// See [`WorkerCounters::runtime_drops`].
     pub runtime_drops: [u64; RuntimeDrop::COUNT],
     /// See [`WorkerCounters::processor_drops`].
@@ -160,6 +171,7 @@ impl CounterSnapshot {
         self.empty_polls += o.empty_polls;
         self.steered_in += o.steered_in;
         self.steered_out += o.steered_out;
+        self.offload_fallback += o.offload_fallback;
         for (a, b) in self.runtime_drops.iter_mut().zip(o.runtime_drops) {
             *a += b;
         }

@@ -1,7 +1,7 @@
 //! Built-in frame processors, used until the service pipeline is wired in and to test
 //! the runtime: port-pair forwarding, and the same with hash steering between workers.
 
-use super::processor::{Action, FrameProcessor};
+use super::processor::{Action, FrameProcessor, TxOffload};
 
 /// The paired port of `port` among `ports`: 0↔1, 2↔3, …; a lone last port maps to itself.
 #[inline]
@@ -38,6 +38,7 @@ impl FrameProcessor for PairedForwarder {
     fn process(&mut self, _buf: &mut [u8], _len: &mut usize, rx_port: u16, _now: u64) -> Action {
         Action::Forward {
             port: paired_port(rx_port, self.ports),
+            offload: TxOffload::NONE,
         }
     }
 }
@@ -85,6 +86,7 @@ impl FrameProcessor for SteerByHashForwarder {
         }
         Action::Forward {
             port: paired_port(rx_port, self.ports),
+            offload: TxOffload::NONE,
         }
     }
 }
@@ -115,7 +117,13 @@ mod tests {
             let a0 = w0.process(&mut buf, &mut len, 0, 0);
             let a1 = w1.process(&mut buf, &mut len, 0, 0);
             let (on_owner, on_other) = if owner == 0 { (a0, a1) } else { (a1, a0) };
-            assert_eq!(on_owner, Action::Forward { port: 1 });
+            assert_eq!(
+                on_owner,
+                Action::Forward {
+                    port: 1,
+                    offload: TxOffload::NONE
+                }
+            );
             assert_eq!(on_other, Action::Steer { worker: owner });
         }
         assert!(seen[0] > 10 && seen[1] > 10, "hash spreads: {seen:?}");

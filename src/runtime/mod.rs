@@ -4,15 +4,20 @@
 
 pub mod counters;
 pub mod forwarder;
+pub mod offload;
 pub mod processor;
 pub mod worker;
 
+pub use crate::dpdk::ChecksumCaps;
 pub use counters::{CounterSnapshot, RuntimeDrop, WorkerCounters};
 pub use forwarder::{PairedForwarder, SteerByHashForwarder};
-pub use processor::{Action, FrameProcessor, MAX_PROCESSOR_DROP_REASONS};
+pub use offload::{finish_checksums, prepare_tx, OffloadError, TxPrepared};
+pub use processor::{Action, FrameProcessor, L4Checksum, TxOffload, MAX_PROCESSOR_DROP_REASONS};
 pub use worker::{SteeredFrame, Worker};
 
-use crate::config::{hugepages_free, Config, ConfigError, Device, KNOWN_VDEV_DRIVERS};
+use crate::config::{
+    hugepages_free, ChecksumOffloadMode, Config, ConfigError, Device, KNOWN_VDEV_DRIVERS,
+};
 use crate::dpdk::{self, Eal, Mempool, Port};
 use crossbeam_queue::ArrayQueue;
 use std::io::Write;
@@ -96,6 +101,9 @@ pub struct WorkerSlot {
     pub ports: u16,
     /// Each port's MAC address, in configuration order.
     pub macs: Arc<[[u8; 6]]>,
+    /// Each port's enabled tx checksum offloads, in configuration order: what a
+    /// processor may leave to the NIC on that port without the software fallback.
+    pub tx_checksum: Arc<[ChecksumCaps]>,
 }
 
 /// What the appliance looks like once ports are up and processors made, just before
@@ -104,6 +112,8 @@ pub struct WorkerSlot {
 pub struct Ready<'a> {
     /// Each port's MAC address, in configuration order.
     pub macs: &'a [[u8; 6]],
+    /// Each port's enabled tx checksum offloads, in configuration order.
+    pub tx_checksum: &'a [ChecksumCaps],
     /// Every worker's runtime counters.
     pub counters: &'a Arc<Vec<WorkerCounters>>,
 }
@@ -254,6 +264,7 @@ where
     let nports = u16::try_from(devices.len()).unwrap_or(u16::MAX);
     let mut ports = Vec::with_capacity(devices.len());
     let mut macs: Vec<[u8; 6]> = Vec::with_capacity(devices.len());
+    let mut tx_checksum: Vec<ChecksumCaps> = Vec::with_capacity(devices.len());
     let mut queues_by_worker: Vec<(Vec<dpdk::RxQueue>, Vec<dpdk::TxQueue>)> =
         (0..nworkers).map(|_| (Vec::new(), Vec::new())).collect();
     for (pc, d) in config.ports.iter().zip(&devices) {
@@ -280,9 +291,20 @@ where
                 info.driver, info.max_rx_queues, info.max_tx_queues
             )));
         }
+        let want_checksum = match pc.checksum_offload {
+            ChecksumOffloadMode::Auto => ChecksumCaps::ALL,
+            ChecksumOffloadMode::Off => ChecksumCaps::NONE,
+        };
         let pairs = port
-            .configure(need, config.queues.rx_size, config.queues.tx_size, &pool)
+            .configure(
+                need,
+                config.queues.rx_size,
+                config.queues.tx_size,
+                &pool,
+                want_checksum,
+            )
             .map_err(|e| perr(e.to_string()))?;
+        tx_checksum.push(port.tx_checksum_offloads());
         // Not every PMD supports promiscuous mode; forwarding works without it on vdevs.
         let _ = port.set_promiscuous(true);
         port.start().map_err(|e| perr(e.to_string()))?;
@@ -307,10 +329,11 @@ where
             },
         );
         println!(
-            "kubypass: port {} id={} driver={} queues={need} mac={mac} link={link}",
+            "kubypass: port {} id={} driver={} queues={need} mac={mac} link={link} tx_checksum_offload={}",
             pc.name,
             port.id(),
-            info.driver
+            info.driver,
+            port.tx_checksum_offloads()
         );
         for ((rx, tx), slot) in pairs.into_iter().zip(queues_by_worker.iter_mut()) {
             slot.0.push(rx);
@@ -330,6 +353,7 @@ where
     let tsc_hz = dpdk::tsc_hz();
     let drain_cycles = (tsc_hz / 10_000).max(1); // 100 µs
     let macs: Arc<[[u8; 6]]> = macs.into();
+    let tx_checksum: Arc<[ChecksumCaps]> = tx_checksum.into();
     let mut workers = Vec::with_capacity(nworkers);
     for (index, (rx, tx)) in queues_by_worker.into_iter().enumerate() {
         workers.push(Worker {
@@ -344,7 +368,9 @@ where
                 workers: nworkers,
                 ports: nports,
                 macs: Arc::clone(&macs),
+                tx_checksum: Arc::clone(&tx_checksum),
             }),
+            tx_checksum: tx_checksum.to_vec(),
             drain_cycles,
             tsc_hz,
             tx_first: (opts.tx_first > 0).then(|| (opts.tx_first, Arc::clone(&pool))),
@@ -353,6 +379,7 @@ where
     }
     on_ready(&Ready {
         macs: &macs,
+        tx_checksum: &tx_checksum,
         counters: &counters,
     });
     let mut launched = Vec::with_capacity(nworkers);
@@ -504,8 +531,8 @@ fn print_stats(
         let s = c.snapshot();
         totals.add(&s);
         out.push_str(&format!(
-            "{tag} t={t:.2} worker={i} lcore={l} rx={} tx={} injected={} drops={} bursts={} empty_polls={} steered_in={} steered_out={}{}\n",
-            s.rx, s.tx, s.injected, s.drops(), s.bursts, s.empty_polls, s.steered_in, s.steered_out,
+            "{tag} t={t:.2} worker={i} lcore={l} rx={} tx={} injected={} drops={} bursts={} empty_polls={} steered_in={} steered_out={} offload_fallback={}{}\n",
+            s.rx, s.tx, s.injected, s.drops(), s.bursts, s.empty_polls, s.steered_in, s.steered_out, s.offload_fallback,
             s.drop_breakdown(drop_names)
         ));
     }
@@ -524,13 +551,14 @@ fn print_stats(
         })
         .unwrap_or_default();
     out.push_str(&format!(
-        "{tag} t={t:.2} total rx={} tx={} injected={} drops={} steered_in={} steered_out={}{}{rate}\n",
+        "{tag} t={t:.2} total rx={} tx={} injected={} drops={} steered_in={} steered_out={} offload_fallback={}{}{rate}\n",
         totals.rx,
         totals.tx,
         totals.injected,
         totals.drops(),
         totals.steered_in,
         totals.steered_out,
+        totals.offload_fallback,
         totals.drop_breakdown(drop_names)
     ));
     print!("{out}");

@@ -56,10 +56,15 @@ pub const MAX_PROCESSOR_DROP_REASONS: usize = 16;
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Transmit it on the port with this index (configuration order).
+    /// Transmit it on the port with this index (configuration order), leaving the
+    /// checksums `offload` names to the NIC (or to the runtime's software fallback on a
+    /// port without those offloads).
     Forward {
         /// Port index.
         port: u16,
+        /// Checksums left unfinished for the NIC; [`TxOffload::NONE`] when the frame is
+        /// complete.
+        offload: TxOffload,
     },
     /// Free it, counting `reason` (an index into `drop_reason_names()`).
     Drop {
@@ -72,4 +77,50 @@ pub enum Action {
         /// Worker index.
         worker: usize,
     },
+}
+
+/// A transport checksum a transmitted frame can leave to the NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// TCP: the checksum field holds the pseudo-header sum.
+    Tcp,
+    /// UDP: the checksum field holds the pseudo-header sum.
+    Udp,
+    /// SCTP: the CRC32c field is left as it is (stale).
+    Sctp,
+}
+
+/// Checksums a transmitted frame leaves to the NIC. The processor has already written
+/// what DPDK requires in the header fields (IPv4 header checksum 0; TCP/UDP checksum =
+/// pseudo-header sum, as rte_ipv4_phdr_cksum / rte_ipv6_phdr_cksum give it; SCTP CRC left
+/// as is).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOffload {
+    /// The IPv4 header checksum is left to the NIC.
+    pub ipv4_header: bool,
+    /// The transport checksum left to the NIC, if any.
+    pub l4: Option<L4Checksum>,
+    /// The packet is IPv6 (else IPv4), for the TX_IPV4/TX_IPV6 flag.
+    pub ipv6: bool,
+    /// Ethernet header length (14, or 18 with one 802.1Q tag).
+    pub l2_len: u8,
+    /// IP header length (IPv4 with options; IPv6 with extension headers).
+    pub l3_len: u16,
+}
+
+impl TxOffload {
+    /// Nothing left to the NIC: the frame is complete.
+    pub const NONE: TxOffload = TxOffload {
+        ipv4_header: false,
+        l4: None,
+        ipv6: false,
+        l2_len: 0,
+        l3_len: 0,
+    };
+
+    /// Whether no checksum is left to the NIC (header lengths and family do not matter).
+    #[inline]
+    pub fn is_none(&self) -> bool {
+        !self.ipv4_header && self.l4.is_none()
+    }
 }

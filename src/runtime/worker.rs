@@ -2,8 +2,11 @@
 //! buffers tx, drains tx on a TSC deadline, and counts everything.
 
 use super::counters::{bump, RuntimeDrop, WorkerCounters};
-use super::processor::{Action, FrameProcessor};
-use crate::dpdk::{tsc_now, Mbuf, MbufBurst, Mempool, RxQueue, TxOutcome, TxQueue, BURST_SIZE};
+use super::offload::prepare_tx;
+use super::processor::{Action, FrameProcessor, TxOffload};
+use crate::dpdk::{
+    tsc_now, ChecksumCaps, Mbuf, MbufBurst, Mempool, RxQueue, TxOutcome, TxQueue, BURST_SIZE,
+};
 use crossbeam_queue::ArrayQueue;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -25,6 +28,9 @@ pub struct Worker<P: FrameProcessor> {
     pub rx: Vec<RxQueue>,
     /// Its tx queue on each port, by port index.
     pub tx: Vec<TxQueue>,
+    /// Each port's enabled tx checksum offloads, by port index; checksums a frame leaves
+    /// to a port without their offload are finished in software.
+    pub tx_checksum: Vec<ChecksumCaps>,
     /// Every worker's steering ring, by worker index.
     pub rings: Arc<Vec<ArrayQueue<SteeredFrame>>>,
     /// Every worker's counters, by worker index.
@@ -171,10 +177,23 @@ impl<P: FrameProcessor> Worker<P> {
             return;
         }
         match action {
-            Action::Forward { port } => match self.tx.get_mut(usize::from(port)) {
-                Some(q) => account(my, q.push(m)),
-                None => my.drop_runtime(RuntimeDrop::BadPort, 1),
-            },
+            Action::Forward { port, offload } => {
+                let Some(q) = self.tx.get_mut(usize::from(port)) else {
+                    my.drop_runtime(RuntimeDrop::BadPort, 1);
+                    return;
+                };
+                if !offload.is_none() {
+                    let caps = self
+                        .tx_checksum
+                        .get(usize::from(port))
+                        .copied()
+                        .unwrap_or(ChecksumCaps::NONE);
+                    if !offload_for_tx(my, &mut m, &offload, caps) {
+                        return;
+                    }
+                }
+                account(my, q.push(m));
+            }
             Action::Drop { reason } => my.drop_processor(reason),
             Action::Steer { worker } => {
                 if steered || worker == self.index {
@@ -286,6 +305,30 @@ impl TurnClock {
     #[inline]
     fn ns(&mut self) -> u64 {
         ((u128::from(self.tsc()) * self.mult) >> 32) as u64
+    }
+}
+
+/// Readies a frame that leaves checksums to the NIC (see [`prepare_tx`]), counting the
+/// software fallback; false (the frame counted as dropped) if the frame does not match
+/// its offload.
+#[inline]
+fn offload_for_tx(
+    my: &WorkerCounters,
+    m: &mut Mbuf,
+    offload: &TxOffload,
+    caps: ChecksumCaps,
+) -> bool {
+    match prepare_tx(m, offload, caps) {
+        Ok(done) => {
+            if done.fell_back() {
+                bump(&my.offload_fallback, 1);
+            }
+            true
+        }
+        Err(_) => {
+            my.drop_runtime(RuntimeDrop::BadOffload, 1);
+            false
+        }
     }
 }
 
