@@ -21,11 +21,13 @@ use kubypass_dataplane::pipeline::{
 use kubypass_dataplane::table::{Service, ServiceTable};
 
 use crate::config::{Config, ConfigError, SchedulerKind};
-use crate::runtime::{Action, FrameProcessor, TxOffload, WorkerCounters};
+use crate::runtime::{Action, ChecksumCaps, FrameProcessor, L4Checksum, TxOffload, WorkerCounters};
 use kubypass_control::{ControlConfig, ProxySettings, SourceConfig};
 use kubypass_dataplane::hash::{FastMap, FastSet};
-use kubypass_dataplane::pipeline::{PortConfig as PipelinePort, Route, Routes};
-use kubypass_dataplane::table::{IpCidr, Scheduler};
+use kubypass_dataplane::pipeline::{
+    ChecksumOffload, PortConfig as PipelinePort, Route, Routes, TxChecksumOffloads,
+};
+use kubypass_dataplane::table::{IpCidr, L4Protocol, Scheduler};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -268,8 +270,15 @@ impl Plan {
         })
     }
 
-    /// The pipeline configuration of worker `index` of `workers`, given the ports' MACs.
-    pub fn worker_config(&self, index: usize, workers: usize, macs: &[MacAddr]) -> WorkerConfig {
+    /// The pipeline configuration of worker `index` of `workers`, given the ports' MACs
+    /// and the tx checksum offloads they enabled (both in port order).
+    pub fn worker_config(
+        &self,
+        index: usize,
+        workers: usize,
+        macs: &[MacAddr],
+        tx_checksum: &[ChecksumCaps],
+    ) -> WorkerConfig {
         WorkerConfig {
             index,
             workers,
@@ -280,6 +289,14 @@ impl Plan {
                 .map(|(i, addrs)| PipelinePort {
                     mac: macs.get(i).copied().unwrap_or([0; 6]),
                     addrs: addrs.clone(),
+                    tx_offloads: tx_checksum.get(i).map_or_else(Default::default, |c| {
+                        TxChecksumOffloads {
+                            ipv4: c.ipv4,
+                            tcp: c.tcp,
+                            udp: c.udp,
+                            sctp: c.sctp,
+                        }
+                    }),
                 })
                 .collect(),
             routes: self.routes.clone(),
@@ -317,6 +334,7 @@ impl Gate {
             .map(|addrs| PipelinePort {
                 mac: [0; 6],
                 addrs: addrs.clone(),
+                tx_offloads: Default::default(),
             })
             .collect();
         Gate {
@@ -405,8 +423,10 @@ pub const PROBE_INTERVAL_NS: u64 = 50_000_000;
 
 impl ServiceProcessor {
     pub fn new(config: WorkerConfig, shared: &Shared) -> Self {
+        let mut worker = Worker::new(config);
+        worker.set_prefetcher(crate::dpdk::prefetch);
         ServiceProcessor {
-            worker: Worker::new(config),
+            worker,
             table: shared.visible.load_full(),
             tables: Arc::clone(&shared.visible),
             pending: Arc::clone(&shared.pending),
@@ -436,6 +456,21 @@ impl ServiceProcessor {
     }
 }
 
+/// The runtime's form of the pipeline's offload intent.
+fn tx_offload(o: ChecksumOffload) -> TxOffload {
+    TxOffload {
+        ipv4_header: false,
+        l4: Some(match o.l4 {
+            L4Protocol::Tcp => L4Checksum::Tcp,
+            L4Protocol::Udp => L4Checksum::Udp,
+            L4Protocol::Sctp => L4Checksum::Sctp,
+        }),
+        ipv6: o.ipv6,
+        l2_len: o.l2_len,
+        l3_len: o.l3_len,
+    }
+}
+
 impl FrameProcessor for ServiceProcessor {
     fn drop_reason_names() -> &'static [&'static str] {
         // One runtime-visible reason; the pipeline counts the detail per DropReason.
@@ -457,10 +492,9 @@ impl FrameProcessor for ServiceProcessor {
             neighbours: &self.neighbours,
         };
         match self.worker.process(buf, len, rx_port, now_ns, &ctx) {
-            // The pipeline finishes every checksum in software for now.
             Verdict::Forward(port) => Action::Forward {
                 port,
-                offload: TxOffload::NONE,
+                offload: self.worker.offload().map_or(TxOffload::NONE, tx_offload),
             },
             Verdict::Reply => Action::Forward {
                 port: rx_port,
@@ -471,9 +505,14 @@ impl FrameProcessor for ServiceProcessor {
         }
     }
 
-    // No `prefetch`: the dataplane cannot issue a real prefetch without `unsafe`, and
-    // its look-ahead (a bucket read the compiler discards) cost a parse per frame for
-    // nothing (dataplane bench `established_dnat` with and without it).
+    #[inline]
+    fn prefetch(&mut self, frame: &[u8]) {
+        let ctx = Context {
+            table: &self.table,
+            neighbours: &self.neighbours,
+        };
+        self.worker.prefetch(frame, &ctx);
+    }
 
     fn slow_job(&mut self, now_ns: u64) {
         self.worker.slow_job(now_ns);
@@ -636,7 +675,12 @@ mod tests {
             other => panic!("want manifests, got {other:?}"),
         }
         assert_eq!(plan.admin, Some("127.0.0.1:10256".parse().unwrap()));
-        let w = plan.worker_config(1, 2, &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let w = plan.worker_config(
+            1,
+            2,
+            &[[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]],
+            &[ChecksumCaps::NONE, ChecksumCaps::ALL],
+        );
         assert_eq!((w.index, w.workers), (1, 2));
         assert_eq!(w.ports[1].mac, [2, 0, 0, 0, 0, 2]);
         assert_eq!(w.ports[1].addrs, vec![(a2, 24)]);
@@ -724,6 +768,99 @@ mod tests {
         b.add_frontend(key, FrontendKind::ClusterIp, id, vec![])
             .unwrap();
         b.build()
+    }
+
+    /// The pipeline's offload intent reaches the runtime: an SCTP packet to a backend
+    /// behind a port that finishes SCTP CRCs leaves with its CRC stale and an offload
+    /// that makes it right; behind a port that does not, it leaves finished.
+    #[test]
+    fn the_processor_hands_the_pipelines_offload_intent_to_the_runtime() {
+        use kubypass_dataplane::packet_builder::PacketBuilder;
+        use kubypass_dataplane::table::{
+            Backend, Conditions, FrontendKey, FrontendKind, NoBackendAction, ServiceSpec,
+        };
+        use kubypass_dataplane::wire::{EthernetAddress, SctpPacket};
+        let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
+        let backend: IpAddr = "198.18.2.11".parse().unwrap();
+        let client: IpAddr = "198.18.1.50".parse().unwrap();
+        let vip: IpAddr = "198.18.100.20".parse().unwrap();
+        let mut b = ServiceTable::builder().generation(1);
+        let id = b.add_service(ServiceSpec {
+            name: "telco/m3ua".into(),
+            protocol: L4Protocol::Sctp,
+            backends: vec![Backend {
+                addr: backend,
+                port: 2905,
+                weight: 1,
+                conditions: Conditions::READY,
+            }],
+            affinity_timeout_secs: None,
+            no_backend: NoBackendAction::Reject,
+        });
+        let key = FrontendKey {
+            addr: vip,
+            port: 3868,
+            protocol: L4Protocol::Sctp,
+        };
+        b.add_frontend(key, FrontendKind::ClusterIp, id, vec![])
+            .unwrap();
+        let shared = Shared::new(NeighbourTable::new([(backend, [2, 0, 0, 0, 2, 11])]));
+        shared
+            .publisher
+            .publish(b.build(), None, Duration::ZERO)
+            .unwrap();
+        shared.visible.store(shared.publisher.current());
+        let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+        let frame = PacketBuilder::new()
+            .eth(
+                EthernetAddress([2, 0, 0, 0, 1, 50]),
+                EthernetAddress(macs[0]),
+            )
+            .ip(client, vip)
+            .sctp(40000, 3868)
+            .payload(b"m3ua")
+            .build();
+        let run = |caps: ChecksumCaps| {
+            let config = plan.worker_config(0, 1, &macs, &[ChecksumCaps::NONE, caps]);
+            let mut p = ServiceProcessor::new(config, &shared);
+            p.begin_burst(0);
+            let mut buf = frame.clone();
+            buf.resize(frame.len() + 128, 0);
+            let mut len = frame.len();
+            let action = p.process(&mut buf, &mut len, 0, 1);
+            buf.truncate(len);
+            (action, buf)
+        };
+        let sctp_ok = |f: &[u8]| SctpPacket::new_checked(&f[34..]).unwrap().verify_checksum();
+
+        let (action, finished) = run(ChecksumCaps::NONE);
+        assert_eq!(
+            action,
+            Action::Forward {
+                port: 1,
+                offload: TxOffload::NONE
+            }
+        );
+        assert!(sctp_ok(&finished));
+
+        let (action, mut left) = run(ChecksumCaps::ALL);
+        let want = TxOffload {
+            ipv4_header: false,
+            l4: Some(L4Checksum::Sctp),
+            ipv6: false,
+            l2_len: 14,
+            l3_len: 20,
+        };
+        assert_eq!(
+            action,
+            Action::Forward {
+                port: 1,
+                offload: want
+            }
+        );
+        assert!(!sctp_ok(&left), "the CRC is the NIC's to finish");
+        crate::runtime::finish_checksums(&mut left, &want).unwrap();
+        assert_eq!(left, finished);
     }
 
     #[test]

@@ -220,7 +220,7 @@ fn run_service(
         Arc::clone(&stop),
         |slot| {
             let p = ServiceProcessor::new(
-                plan.worker_config(slot.index, slot.workers, &slot.macs),
+                plan.worker_config(slot.index, slot.workers, &slot.macs, &slot.tx_checksum),
                 &shared,
             );
             pipeline_counters.borrow_mut().push(p.counters());

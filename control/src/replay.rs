@@ -136,6 +136,8 @@ impl Replayer {
                 .iter()
                 .map(|a| (*a, if a.is_ipv4() { 32 } else { 128 }))
                 .collect(),
+            // No NIC: every checksum is finished in software.
+            tx_offloads: Default::default(),
         };
         let default_routes = ["0.0.0.0/0", "::/0"]
             .iter()

@@ -64,10 +64,12 @@ fn worker_config(conntrack_capacity: usize) -> WorkerConfig {
             PortConfig {
                 mac: PORT0_MAC,
                 addrs: vec![(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 24)],
+                tx_offloads: Default::default(),
             },
             PortConfig {
                 mac: PORT1_MAC,
                 addrs: vec![(IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1)), 24)],
+                tx_offloads: Default::default(),
             },
         ],
         routes: vec![

@@ -17,6 +17,20 @@ pub use lcore::{launch, LaunchedLcore};
 pub use mbuf::tx_flags;
 pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
 pub use mempool::Mempool;
+
+/// Brings the cache line holding `p` towards the core (DPDK's `rte_prefetch0`): a hint
+/// that never faults, whatever the address, so it is safe to call with any pointer.
+#[inline]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is a hint: it reads nothing into the program and does not
+    // fault on any address, mapped or not.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 pub use port::{ChecksumCaps, LinkStatus, Port, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
 
 use std::ffi::CStr;

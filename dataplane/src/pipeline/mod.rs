@@ -12,8 +12,8 @@ pub mod worker;
 mod tests;
 
 pub use crate::flow::owner_worker;
-pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, WorkerConfig};
+pub use config::{MacAddr, NextHop, PortConfig, Route, Routes, TxChecksumOffloads, WorkerConfig};
 pub use counters::PipelineCounters;
 pub use neighbour::{Learned, NeighbourTable};
-pub use verdict::{DropReason, Verdict};
+pub use verdict::{ChecksumOffload, DropReason, Verdict};
 pub use worker::{Context, Worker};

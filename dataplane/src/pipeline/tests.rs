@@ -66,10 +66,12 @@ fn config(index: usize, workers: usize) -> WorkerConfig {
             PortConfig {
                 mac: MAC0.0,
                 addrs: vec![(ip(NODE), 24), (ip(NODE6), 64)],
+                tx_offloads: Default::default(),
             },
             PortConfig {
                 mac: MAC1.0,
                 addrs: vec![(ip("10.0.0.254"), 24), (ip("fd00:10::fe"), 64)],
+                tx_offloads: Default::default(),
             },
         ],
         routes: vec![Route {
@@ -2165,4 +2167,112 @@ proptest! {
         };
         prop_assert_eq!(states(&fast), states(&full));
     }
+}
+
+// ------------------------------------------------------------------ checksum offload
+
+#[test]
+fn the_sctp_crc_is_left_to_a_port_that_finishes_it() {
+    use crate::pipeline::{ChecksumOffload, TxChecksumOffloads};
+    // SCTP's CRC covers ports, not addresses: the backends listen on another port.
+    let mut b = ServiceTable::builder().generation(1);
+    let v4 = b.add_service(spec(
+        "default/m3ua",
+        L4Protocol::Sctp,
+        vec![backend(BE3, 2905)],
+    ));
+    frontend(
+        &mut b,
+        v4,
+        VIP,
+        3868,
+        L4Protocol::Sctp,
+        FrontendKind::ClusterIp,
+        vec![],
+    );
+    let v6 = b.add_service(spec(
+        "default/m3ua6",
+        L4Protocol::Sctp,
+        vec![backend(BE6, 2905)],
+    ));
+    frontend(
+        &mut b,
+        v6,
+        VIP6,
+        3868,
+        L4Protocol::Sctp,
+        FrontendKind::ClusterIp,
+        vec![],
+    );
+    let t = b.build();
+    let n = NeighbourTable::default();
+    let offloading = |w: usize| {
+        let mut c = config(w, 1);
+        c.ports[1].tx_offloads = TxChecksumOffloads {
+            sctp: true,
+            ..Default::default()
+        };
+        c
+    };
+    let mut plain = Worker::new(config(0, 1));
+    let mut nic = Worker::new(offloading(0));
+    for (client, vip, l3_len, ipv6) in [(CLIENT, VIP, 20, false), (CLIENT6, VIP6, 40, true)] {
+        let init = from_client()
+            .ip(ip(client), ip(vip))
+            .sctp(40000, 3868)
+            .payload(b"m3ua data")
+            .build();
+        let (v, software) = run(&mut plain, &t, &n, &init, 0, 1);
+        assert_eq!((v, plain.offload()), (Verdict::Forward(1), None));
+        let (v, mut left) = run(&mut nic, &t, &n, &init, 0, 1);
+        assert_eq!(v, Verdict::Forward(1));
+        assert_eq!(
+            nic.offload(),
+            Some(ChecksumOffload {
+                l4: L4Protocol::Sctp,
+                ipv6,
+                l2_len: 14,
+                l3_len,
+            })
+        );
+        // Everything but the CRC is final; the NIC's CRC makes it the software frame.
+        let at = 14 + l3_len as usize;
+        assert_ne!(left, software);
+        assert_eq!(left[..at + 8], software[..at + 8]);
+        assert_eq!(
+            left[at + 8..at + 12],
+            init[at + 8..at + 12],
+            "CRC left as received"
+        );
+        SctpPacket::new_checked(&mut left[at..])
+            .unwrap()
+            .fill_checksum();
+        assert_eq!(left, software);
+
+        // The answer leaves by port 0, which finishes nothing: all final.
+        let be = ip(if ipv6 { BE6 } else { BE3 });
+        let answer = from_backend()
+            .ip(be, ip(client))
+            .sctp(2905, 40000)
+            .payload(b"ok")
+            .build();
+        let (v, out) = run(&mut nic, &t, &n, &answer, 1, 2);
+        assert_eq!((v, nic.offload()), (Verdict::Forward(0), None));
+        assert!(checksums_verify(&out));
+    }
+    // A frame that becomes an ARP request for its next hop leaves nothing to the NIC.
+    let mut unresolved = Worker::new(WorkerConfig {
+        assume_resolved: None,
+        ..offloading(0)
+    });
+    let init = from_client()
+        .ip(ip(CLIENT), ip(VIP))
+        .sctp(40001, 3868)
+        .build();
+    let (v, out) = run(&mut unresolved, &t, &n, &init, 0, 1);
+    assert_eq!((v, unresolved.offload()), (Verdict::Forward(1), None));
+    assert_eq!(
+        EthernetFrame::new_checked(&out[..]).unwrap().ethertype(),
+        EtherType::Arp
+    );
 }

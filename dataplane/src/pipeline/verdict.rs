@@ -17,6 +17,22 @@ pub enum Verdict {
     Steer(usize),
 }
 
+/// A checksum [`crate::pipeline::Worker::process`] left to the NIC in the frame it
+/// forwarded (its offload intent), read with [`crate::pipeline::Worker::offload`]. The
+/// field holds a stale value, to be computed over the whole transport packet; every other
+/// checksum of the frame is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChecksumOffload {
+    /// The transport whose checksum is left (today only SCTP's CRC32c).
+    pub l4: crate::table::L4Protocol,
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// Ethernet header length (14, 18 with a VLAN tag).
+    pub l2_len: u8,
+    /// IP header length, IPv4 options or IPv6 extension headers included.
+    pub l3_len: u16,
+}
+
 macro_rules! drop_reasons {
     ($($(#[$doc:meta])* $name:ident = $label:literal,)*) => {
         /// Why a frame was dropped: one counter each. `label()` is the Prometheus label.

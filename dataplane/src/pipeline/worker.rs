@@ -41,7 +41,7 @@ use crate::pipeline::config::{MacAddr, NextHop, Routes, WorkerConfig};
 use crate::pipeline::counters::{bump, PipelineCounters};
 use crate::pipeline::fragments::{FragmentAction, FragmentKey, FragmentTable};
 use crate::pipeline::neighbour::{Learned, NeighbourTable};
-use crate::pipeline::verdict::{DropReason, Verdict};
+use crate::pipeline::verdict::{ChecksumOffload, DropReason, Verdict};
 use crate::table::{
     Backend, Conditions, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service,
     ServiceId, ServiceTable,
@@ -103,6 +103,10 @@ pub struct Worker {
     /// Where [`Worker::originate`] resumes: (service index, backend index).
     probe_cursor: (usize, usize),
     lookahead: fast::Lookahead,
+    /// What the frame being processed leaves to the NIC: set by the rewrite, kept only
+    /// if the frame is forwarded as rewritten (see [`Worker::offload`]).
+    pending_offload: Option<ChecksumOffload>,
+    offload: Option<ChecksumOffload>,
 }
 
 /// Where the parts of an IP packet are in the frame, and what it says.
@@ -181,6 +185,8 @@ impl Worker {
             pending: [(IpAddr::from([0u8; 4]), 0); PENDING_SLOTS],
             probe_cursor: (0, 0),
             lookahead: fast::Lookahead::default(),
+            pending_offload: None,
+            offload: None,
             routes,
             own,
             links,
@@ -221,6 +227,14 @@ impl Worker {
         );
     }
 
+    /// The checksum the last [`Worker::process`] left to the NIC of the port it forwarded
+    /// the frame to (only ever a port whose [`PortConfig::tx_offloads`] offer it); `None`
+    /// when every checksum of the frame is final.
+    #[inline]
+    pub fn offload(&self) -> Option<ChecksumOffload> {
+        self.offload
+    }
+
     /// Processes one received frame. `frame` is the writable buffer from the frame's first
     /// byte to the end of the buffer (tailroom included); `*len` is the frame's length on
     /// entry and the length to transmit on exit (it may grow up to `frame.len()`, e.g. for
@@ -235,6 +249,7 @@ impl Worker {
         ctx: &Context,
     ) -> Verdict {
         bump(&self.counters.frames, 1);
+        self.offload = None;
         if self.lookahead.len() > 0 {
             self.prefetch_flows();
         }
@@ -736,7 +751,15 @@ impl Worker {
         now: u64,
         ctx: &Context,
     ) -> Step<Verdict> {
-        rewrite(frame, ip, None, Some((backend, Some(bport))))?;
+        let leave = self.sctp_offload(ip, at, backend);
+        rewrite(
+            frame,
+            ip,
+            None,
+            Some((backend, Some(bport))),
+            leave.is_some(),
+        )?;
+        self.pending_offload = leave;
         if let Frag::First(id) = ip.frag {
             let key = FragmentKey::new(ip.src, ip.dst, id, ip.proto);
             let action = FragmentAction::Rewrite {
@@ -772,7 +795,15 @@ impl Worker {
         };
         let (frontend, fport) = (f.frontend(), f.frontend_port());
         self.account(h, Direction::Reverse, ip, ports, now);
-        rewrite(frame, ip, Some((frontend, Some(fport))), None)?;
+        let leave = self.sctp_offload(ip, at, ip.dst);
+        rewrite(
+            frame,
+            ip,
+            Some((frontend, Some(fport))),
+            None,
+            leave.is_some(),
+        )?;
+        self.pending_offload = leave;
         if let Frag::First(id) = ip.frag {
             let key = FragmentKey::new(ip.src, ip.dst, id, ip.proto);
             let action = FragmentAction::Rewrite {
@@ -987,7 +1018,13 @@ impl Worker {
                 if ip.ttl <= 1 {
                     return Err(dropped(DropReason::TtlExceeded));
                 }
-                rewrite(frame, ip, src.map(|a| (a, None)), dst.map(|a| (a, None)))?;
+                rewrite(
+                    frame,
+                    ip,
+                    src.map(|a| (a, None)),
+                    dst.map(|a| (a, None)),
+                    false,
+                )?;
                 bump(&self.counters.fragments_followed, 1);
                 self.route_out(frame, len, at.l2, dst.unwrap_or(ip.dst), now, ctx)
             }
@@ -1143,6 +1180,7 @@ impl Worker {
             ip,
             outer_src.map(|a| (a, None)),
             outer_dst.map(|a| (a, None)),
+            false,
         )?;
         // Recompute the ICMP checksum over the translated message.
         let new_src = outer_src.unwrap_or(ip.src);
@@ -1226,9 +1264,31 @@ impl Worker {
         }
         if let Some(m) = published.or_else(|| self.learned.recent(hop.addr)) {
             set_macs(frame, port_mac, m);
+            self.offload = self.pending_offload.take();
             return Ok(Verdict::Forward(hop.port));
         }
+        self.pending_offload = None;
         self.solicit(frame, len, l2, hop, port_mac, now)
+    }
+
+    /// The SCTP CRC32c left to the NIC when a translated SCTP packet (not a fragment) to
+    /// `dst` leaves by a port that finishes it.
+    fn sctp_offload(&self, ip: &Ip, at: Rx, dst: IpAddr) -> Option<ChecksumOffload> {
+        if ip.proto != 132 || ip.frag != Frag::Whole {
+            return None;
+        }
+        let port = self.routes.lookup(dst)?.port;
+        let offers = self
+            .config
+            .ports
+            .get(usize::from(port))
+            .is_some_and(|p| p.tx_offloads.sctp);
+        offers.then(|| ChecksumOffload {
+            l4: L4Protocol::Sctp,
+            ipv6: ip.v6,
+            l2_len: at.l2 as u8,
+            l3_len: (ip.l4 - ip.l3) as u16,
+        })
     }
 
     fn solicit(
@@ -1505,11 +1565,14 @@ fn parse_ports(frame: &[u8], ip: &Ip) -> Result<Ports, DropReason> {
 /// decrements the TTL / hop limit, and updates every checksum incrementally: the IPv4
 /// header, the TCP/UDP checksum (pseudo-header and port), SCTP's CRC32c (port only; it
 /// covers no address). For a later fragment (`ip.frag == Later`) only addresses change.
+///
+/// `leave_sctp`: an SCTP packet's CRC32c is left as it was, for the NIC to finish.
 fn rewrite(
     frame: &mut [u8],
     ip: &Ip,
     src: Option<(IpAddr, Option<u16>)>,
     dst: Option<(IpAddr, Option<u16>)>,
+    leave_sctp: bool,
 ) -> Result<(), Verdict> {
     let malformed = dropped(DropReason::L4Malformed);
     let family = |a: &IpAddr| a.is_ipv6() == ip.v6;
@@ -1551,6 +1614,17 @@ fn rewrite(
     }
     let sport = src.and_then(|s| s.1);
     let dport = dst.and_then(|d| d.1);
+    if leave_sctp && ip.proto == 132 {
+        // The NIC finishes the CRC32c: only the ports change here.
+        let mut p = SctpPacket::new_checked(seg).map_err(|_| malformed)?;
+        if let Some(s) = sport {
+            p.set_src_port(s);
+        }
+        if let Some(d) = dport {
+            p.set_dst_port(d);
+        }
+        return Ok(());
+    }
     transport_rewrite(seg, ip.proto, &changes, sport, dport, false)
 }
 
