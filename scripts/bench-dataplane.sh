@@ -10,6 +10,8 @@
 #
 # Environment: CARGO_TARGET_DIR (results are read from $CARGO_TARGET_DIR/criterion),
 # KUBYPASS_BENCH_CONFIGS (pipeline configurations to set up, e.g. `1svc_1kflows`).
+# The benches run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1, as the appliance does
+# (deploy/systemd/kubypass.service): large tables on transparent huge pages.
 #
 # A full run takes ~6-8 minutes on a 2-core VM, most of it setting up 1M tracked flows.
 # Run it when the machine is otherwise idle: `uptime` is printed before and after, and
@@ -51,7 +53,8 @@ if [[ $summary_only -eq 0 ]]; then
     cmd=(cargo bench -p kubypass-dataplane "${bench_args[@]}" --
         --warm-up-time "$warm" --measurement-time "$measure" "${extra[@]}")
     echo "+ ${cmd[*]}"
-    (cd "$root" && CARGO_TARGET_DIR="$target" "${cmd[@]}")
+    (cd "$root" && CARGO_TARGET_DIR="$target" \
+        GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}" "${cmd[@]}")
     echo "load after: $(uptime)"
 fi
 

@@ -198,9 +198,9 @@ impl Egress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastHit {
     pub dir: Direction,
-    /// The flow's service in the current table generation.
-    pub service: ServiceId,
-    /// The backend's index among its service's listed backends (its counters).
+    /// The counter slots (in the table's [`crate::traffic::CounterBank`]) of the flow's
+    /// service and backend.
+    pub service_slot: u32,
     pub backend_slot: u32,
     /// Where the packet goes next.
     pub egress: Egress,
@@ -236,6 +236,7 @@ pub struct Flow {
     /// is revalidated or rebound.
     egress: [Egress; 2],
     egress_neighbours: u64,
+    service_slot: u32,
     backend_slot: u32,
 }
 
@@ -260,6 +261,7 @@ impl Flow {
         packets: [0; 2],
         egress: [Egress::UNSET; 2],
         egress_neighbours: 0,
+        service_slot: u32::MAX,
         backend_slot: u32::MAX,
     };
 
@@ -676,6 +678,7 @@ impl ConnTrack {
             packets: [0; 2],
             egress: [Egress::UNSET; 2],
             egress_neighbours: 0,
+            service_slot: u32::MAX,
             backend_slot: u32::MAX,
         };
         self.len += 1;
@@ -861,7 +864,7 @@ impl ConnTrack {
     /// Caches the next hop of one direction of a flow for [`ConnTrack::fast_hit`], as
     /// resolved under neighbour snapshot `neighbours` (a version no other snapshot has;
     /// caching under a new version forgets the other direction's next hop), with the
-    /// index of the flow's backend among its service's listed backends. Call it only
+    /// counter slots of the flow's service and backend. Call it only
     /// when the flow has been validated against the current table (its generation is the
     /// table's) and its packets in this direction may skip the full pipeline. False for
     /// a stale handle.
@@ -871,6 +874,7 @@ impl ConnTrack {
         dir: Direction,
         egress: Egress,
         neighbours: u64,
+        service_slot: u32,
         backend_slot: u32,
     ) -> bool {
         let Some(f) = self.flow_mut(h) else {
@@ -881,6 +885,7 @@ impl ConnTrack {
             f.egress_neighbours = neighbours;
         }
         f.egress[dir.bit() as usize] = egress;
+        f.service_slot = service_slot;
         f.backend_slot = backend_slot;
         true
     }
@@ -921,7 +926,7 @@ impl ConnTrack {
         };
         Some(FastHit {
             dir,
-            service: f.service,
+            service_slot: f.service_slot,
             backend_slot: f.backend_slot,
             egress,
             nat_addr,

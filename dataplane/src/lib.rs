@@ -16,4 +16,5 @@ pub mod maglev;
 pub mod packet_builder;
 pub mod pipeline;
 pub mod table;
+pub mod traffic;
 pub mod wire;

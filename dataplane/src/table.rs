@@ -9,12 +9,12 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::affinity::service_key;
 use crate::hash::{addr_word, hash_words, FastMap, FastSet};
 use crate::maglev::{Maglev, MaglevBackend};
+pub use crate::traffic::{CounterBank, TrafficCounters, TrafficSlots, TrafficTotals};
 
 /// Transport protocols a Service port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -288,14 +288,10 @@ pub struct Service {
     key: u64,
     /// The seed the Maglev table was filled with.
     seed: u64,
-    /// How many workers the counters have slots for.
-    workers: usize,
     counters: Arc<TrafficSlots>,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
-    /// The listed backends' counters, indexed by their entries' `slot`.
-    backend_slots: Box<[Arc<TrafficSlots>]>,
 }
 
 impl Service {
@@ -369,43 +365,32 @@ impl Service {
     /// The per-worker counters of a listed backend.
     #[inline]
     pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
-        self.backend_counters_at(self.backend_slot(addr, port)?)
-    }
-
-    /// A listed backend's index among this service's backend counters: a flow remembers
-    /// it to count its packets without a lookup (valid for this `Service` object only).
-    #[inline]
-    pub fn backend_slot(&self, addr: IpAddr, port: u16) -> Option<u32> {
-        self.listed.get(&(addr, port)).map(|b| b.slot)
-    }
-
-    /// The counters of the listed backend at `slot` (see [`Service::backend_slot`]).
-    #[inline]
-    pub fn backend_counters_at(&self, slot: u32) -> Option<&TrafficSlots> {
-        self.backend_slots.get(slot as usize).map(|c| &**c)
+        self.listed.get(&(addr, port)).map(|b| &*b.counters)
     }
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
     /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
     /// are the same, and the service's and same-addressed backends' counters when the
     /// worker count is the same.
-    fn build(spec: ServiceSpec, seed: u64, workers: usize, earlier: Option<&Service>) -> Service {
+    fn build(
+        spec: ServiceSpec,
+        seed: u64,
+        bank: &Arc<CounterBank>,
+        earlier: Option<&Service>,
+    ) -> Service {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
-        let counted = earlier.filter(|e| e.counters.workers() == workers);
+        let counted = earlier.filter(|e| e.counters.is_in(bank));
         let usable = usable_backends(&spec.backends);
         let mut listed = FastMap::default();
         listed.reserve(spec.backends.len());
-        let mut backend_slots = Vec::with_capacity(spec.backends.len());
         for b in &spec.backends {
             if listed.contains_key(&(b.addr, b.port)) {
                 continue;
             }
             let counters = counted
-                .and_then(|e| {
-                    let slot = e.backend_slot(b.addr, b.port)?;
-                    e.backend_slots.get(slot as usize).cloned()
-                })
-                .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+                .and_then(|e| e.listed.get(&(b.addr, b.port)))
+                .map(|e| e.counters.clone())
+                .unwrap_or_else(|| Arc::new(bank.issue()));
             let is_usable = usable
                 .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
                 .is_ok();
@@ -413,14 +398,13 @@ impl Service {
                 (b.addr, b.port),
                 BackendEntry {
                     usable: is_usable,
-                    slot: backend_slots.len() as u32,
+                    counters,
                 },
             );
-            backend_slots.push(counters);
         }
         let counters = counted
             .map(|e| e.counters.clone())
-            .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+            .unwrap_or_else(|| Arc::new(bank.issue()));
         let maglev = match earlier {
             Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
             _ => Arc::new(Maglev::new(
@@ -439,80 +423,9 @@ impl Service {
             usable: usable.into(),
             maglev,
             seed,
-            workers,
             counters,
             listed,
-            backend_slots: backend_slots.into(),
         }
-    }
-}
-
-/// Packets, bytes and new flows of one service or backend, counted by one worker only
-/// (relaxed load + store, no locked add); cache-line aligned so workers never share a line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct TrafficCounters {
-    pub packets: AtomicU64,
-    pub bytes: AtomicU64,
-    pub new_flows: AtomicU64,
-}
-
-/// A sum of [`TrafficCounters`] over workers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    pub new_flows: u64,
-}
-
-/// One [`TrafficCounters`] per worker: worker `i` writes slot `i` only; the control
-/// thread reads them all without locks. Allocated when a table is built, never on the
-/// per-packet path.
-#[derive(Debug)]
-pub struct TrafficSlots {
-    slots: Box<[TrafficCounters]>,
-}
-
-impl TrafficSlots {
-    /// Slots for `workers` workers (at least one).
-    pub fn new(workers: usize) -> Self {
-        TrafficSlots {
-            slots: (0..workers.max(1))
-                .map(|_| TrafficCounters::default())
-                .collect(),
-        }
-    }
-
-    /// How many workers have a slot.
-    pub fn workers(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Counts one packet of `bytes` (and a new flow if `new_flow`) in `worker`'s slot.
-    /// Only that worker may call this for that slot. Out-of-range workers are ignored.
-    #[inline]
-    pub fn count(&self, worker: usize, bytes: u64, new_flow: bool) {
-        if let Some(c) = self.slots.get(worker) {
-            let add = |a: &AtomicU64, n: u64| {
-                a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
-            };
-            add(&c.packets, 1);
-            add(&c.bytes, bytes);
-            if new_flow {
-                add(&c.new_flows, 1);
-            }
-        }
-    }
-
-    /// The sums over every worker's slot.
-    pub fn totals(&self) -> TrafficTotals {
-        let mut t = TrafficTotals::default();
-        for c in self.slots.iter() {
-            t.packets += c.packets.load(Ordering::Relaxed);
-            t.bytes += c.bytes.load(Ordering::Relaxed);
-            t.new_flows += c.new_flows.load(Ordering::Relaxed);
-        }
-        t
     }
 }
 
@@ -521,8 +434,7 @@ impl TrafficSlots {
 struct BackendEntry {
     /// Whether new flows may use it (it is in the service's usable set).
     usable: bool,
-    /// Its index in [`Service::backend_slots`].
-    slot: u32,
+    counters: Arc<TrafficSlots>,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
@@ -579,6 +491,8 @@ pub struct ServiceTable {
     scheduler: Scheduler,
     /// Shared by `Arc` with earlier and later tables while unchanged.
     services: Vec<Arc<Service>>,
+    /// Where every service's and backend's counters are (see [`crate::traffic`]).
+    bank: Arc<CounterBank>,
     frontends: FastMap<FrontendKey, Frontend>,
     /// Every frontend address: what ARP/ND answers for, and what an unknown port is
     /// dropped on.
@@ -658,16 +572,22 @@ impl ServiceTable {
         &self,
     ) -> impl Iterator<Item = (ServiceId, IpAddr, u16, &TrafficSlots)> {
         self.services.iter().enumerate().flat_map(|(i, s)| {
-            s.listed.iter().filter_map(move |(&(addr, port), b)| {
-                let c = s.backend_counters_at(b.slot)?;
-                Some((ServiceId(i as u32), addr, port, c))
-            })
+            s.listed
+                .iter()
+                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
         })
     }
 
     /// The number of workers the counters have slots for.
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The bank every counter of this table is in: a worker counts into it by slot
+    /// ([`TrafficSlots::slot`]) without a lookup.
+    #[inline]
+    pub fn bank(&self) -> &CounterBank {
+        &self.bank
     }
 
     /// Every service, indexed by [`ServiceId`]; each may be handed to a later table's
@@ -825,6 +745,19 @@ impl ServiceTableBuilder {
     pub fn build_reusing(self, previous: Option<&ServiceTable>) -> ServiceTable {
         let seed = self.seed;
         let workers = self.workers.max(1);
+        // Counters stay in the bank of the previous table (or of the services handed over)
+        // while the worker count is the same, so that shared and carried-over counters and
+        // new ones are in one bank.
+        let handed_over = self.services.iter().find_map(|p| match p {
+            PendingService::Built(s) => Some(s.counters.bank()),
+            PendingService::Spec(b) => b.1.as_ref().map(|s| s.counters.bank()),
+        });
+        let bank = previous
+            .map(|p| &p.bank)
+            .or(handed_over)
+            .filter(|b| b.workers() == workers)
+            .map(Arc::clone)
+            .unwrap_or_else(|| CounterBank::new(workers));
         // The name index of `previous`, made the first time a service needs it.
         let mut by_name: Option<FastMap<&str, &Service>> = None;
         let mut earlier_named = |name: &str| -> Option<&Service> {
@@ -837,10 +770,10 @@ impl ServiceTableBuilder {
         let mut services = Vec::with_capacity(self.services.len());
         for pending in self.services {
             services.push(match pending {
-                PendingService::Built(s) if s.seed == seed && s.workers == workers => s,
+                PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => s,
                 PendingService::Built(s) => {
                     let earlier = earlier_named(s.name()).unwrap_or(&*s);
-                    Arc::new(Service::build(s.spec.clone(), seed, workers, Some(earlier)))
+                    Arc::new(Service::build(s.spec.clone(), seed, &bank, Some(earlier)))
                 }
                 PendingService::Spec(pending) => {
                     let (spec, earlier) = *pending;
@@ -848,7 +781,7 @@ impl ServiceTableBuilder {
                         Some(e) => Some(e),
                         None => earlier_named(&spec.name),
                     };
-                    Arc::new(Service::build(spec, seed, workers, earlier))
+                    Arc::new(Service::build(spec, seed, &bank, earlier))
                 }
             });
         }
@@ -866,6 +799,7 @@ impl ServiceTableBuilder {
             seed,
             scheduler: self.scheduler,
             services,
+            bank,
             frontends,
             service_addrs,
             workers,

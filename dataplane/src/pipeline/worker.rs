@@ -46,6 +46,7 @@ use crate::table::{
     Backend, Conditions, FrontendKey, IpCidr, L4Protocol, NoBackendAction, Scheduler, Service,
     ServiceId, ServiceTable,
 };
+use crate::traffic::NO_SLOT;
 use crate::wire::checksum::{self, PseudoHeader};
 use crate::wire::icmpv4::{self, Message as V4Msg};
 use crate::wire::icmpv6::{self, Message as V6Msg, NeighborFlags};
@@ -1250,17 +1251,23 @@ impl Worker {
             .assume_resolved
             .or_else(|| ctx.neighbours.get(hop.addr));
         if let (Some(m), Some((h, dir, backend, bport, sid))) = (published, cache) {
-            let slot = ctx
-                .table
-                .service(sid)
-                .and_then(|s| s.backend_slot(backend, bport))
-                .unwrap_or(u32::MAX);
+            let (service_slot, backend_slot) =
+                ctx.table.service(sid).map_or((NO_SLOT, NO_SLOT), |s| {
+                    let b = s.backend_counters(backend, bport);
+                    (s.counters().slot(), b.map_or(NO_SLOT, |c| c.slot()))
+                });
             let egress = Egress {
                 port: hop.port,
                 mac: m,
             };
-            self.conntrack
-                .cache_egress(h, dir, egress, ctx.neighbours.version(), slot);
+            self.conntrack.cache_egress(
+                h,
+                dir,
+                egress,
+                ctx.neighbours.version(),
+                service_slot,
+                backend_slot,
+            );
         }
         if let Some(m) = published.or_else(|| self.learned.recent(hop.addr)) {
             set_macs(frame, port_mac, m);

@@ -329,14 +329,10 @@ impl Worker {
             1,
         );
         bump(&c.fast_path, 1);
-        if let Some(s) = ctx.table.service(hit.service) {
-            let bytes = u64::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let w = self.config.index;
-            s.counters().count(w, bytes, false);
-            if let Some(b) = s.backend_counters_at(hit.backend_slot) {
-                b.count(w, bytes, false);
-            }
-        }
+        let bytes = u64::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let (bank, w) = (ctx.table.bank(), self.config.index);
+        bank.count(w, hit.service_slot, bytes, false);
+        bank.count(w, hit.backend_slot, bytes, false);
         Some(Verdict::Forward(hit.egress.port))
     }
 }
