@@ -937,8 +937,9 @@ impl ConnTrack {
     /// The slab line(s) of the flows whose index entries in the key's primary bucket
     /// carry its tag, for a caller that prefetches them (usually exactly one flow).
     #[inline]
+    /// Tag 0 (which no key has) gives none.
     pub fn primary_candidates(&self, bucket: usize, tag: u32) -> impl Iterator<Item = &Flow> {
-        let b = self.buckets.get(bucket & self.mask);
+        let b = self.buckets.get(bucket & self.mask).filter(|_| tag != 0);
         (0..WAYS).filter_map(move |w| {
             let b = b?;
             if b.tags[w] == tag {

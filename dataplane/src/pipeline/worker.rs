@@ -251,7 +251,7 @@ impl Worker {
     ) -> Verdict {
         bump(&self.counters.frames, 1);
         self.offload = None;
-        if self.lookahead.len() > 0 {
+        if self.lookahead.active() {
             self.prefetch_flows();
         }
         if self.config.fast_path {

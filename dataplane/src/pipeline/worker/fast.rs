@@ -21,8 +21,9 @@
 //! each packet would wait for two dependent memory loads (the index bucket, then the
 //! flow). [`Worker::prefetch`] is called for every frame of a burst before the first is
 //! processed: it computes the flow's bucket and asks the caller's prefetch function for
-//! that line. The first `process` of the burst then reads those buckets (arrived by now)
-//! and prefetches the flows they point to, so the burst's loads overlap. The prefetch
+//! that line. Each `process` of the burst then reads the bucket of the frame
+//! [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the flow it points to,
+//! so the burst's loads overlap the work on earlier frames. The prefetch
 //! function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch needs
 //! `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows the
 //! lines are in cache anyway and the look-ahead is skipped.
@@ -36,8 +37,12 @@ use crate::pipeline::verdict::Verdict;
 /// Tracked flows from which the look-ahead runs: below this, a burst's conntrack lines
 /// (about 3 per flow) fit the core's L2 cache and the look-ahead only costs a parse.
 pub const PREFETCH_MIN_FLOWS: usize = 16_384;
-/// Frames remembered between [`Worker::prefetch`] and the burst's first `process`.
+/// Frames remembered between [`Worker::prefetch`] and the burst's `process` calls.
 pub const LOOKAHEAD: usize = 64;
+/// How many frames ahead of the one being processed the flows are prefetched: far enough
+/// for a memory load to complete, near enough that the buckets read to find them have
+/// arrived.
+pub const FLOW_DISTANCE: usize = 16;
 
 const ETH: usize = 14;
 const IP: usize = 20;
@@ -50,16 +55,20 @@ pub type Prefetcher = fn(*const u8);
 #[derive(Clone, Debug)]
 pub(super) struct Lookahead {
     pub(super) prefetcher: Option<Prefetcher>,
-    /// (primary bucket, tag) of frames seen by `prefetch` since the last `process`.
+    /// (primary bucket, tag) of the burst's frames, as `prefetch` saw them.
     hints: [(usize, u32); LOOKAHEAD],
     len: usize,
+    /// Hints whose flows were prefetched.
+    resolved: usize,
+    /// Frames of the burst processed.
+    processed: usize,
 }
 
 impl Lookahead {
-    /// Frames looked at since the last `process`.
+    /// Whether a burst's look-ahead is under way.
     #[inline]
-    pub(super) fn len(&self) -> usize {
-        self.len
+    pub(super) fn active(&self) -> bool {
+        self.len > 0
     }
 }
 
@@ -69,6 +78,8 @@ impl Default for Lookahead {
             prefetcher: None,
             hints: [(0, 0); LOOKAHEAD],
             len: 0,
+            resolved: 0,
+            processed: 0,
         }
     }
 }
@@ -182,6 +193,27 @@ fn ipv4_parts(frame: &mut [u8]) -> Option<(&mut [u8; ETH], &mut [u8; IP], &mut [
     Some((eth, ip, l4))
 }
 
+/// A look-ahead entry for a frame without a fast-path key (tag 0 matches no entry).
+const NO_HINT: (usize, u32) = (0, 0);
+
+/// The conntrack key of a frame the fast path may take (untagged IPv4 without options,
+/// the ports in place), without the fast path's full checks: for prefetching only.
+fn fast_key(frame: &[u8]) -> Option<FlowKey> {
+    let ip = frame.get(ETH..ETH + IP)?;
+    let l4 = frame.get(ETH + IP..ETH + IP + 4)?;
+    if frame[12..14] != [0x08, 0x00] || ip[0] != 0x45 {
+        return None;
+    }
+    let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+    Some(FlowKey::v4(
+        word(12),
+        word(16),
+        u16::from_be_bytes([l4[0], l4[1]]),
+        u16::from_be_bytes([l4[2], l4[3]]),
+        ip[9],
+    ))
+}
+
 impl Worker {
     /// Sets the function the burst look-ahead prefetches with (see the module
     /// documentation). Without one, [`Worker::prefetch`] does nothing.
@@ -190,9 +222,10 @@ impl Worker {
     }
 
     /// Looks ahead at a frame of the current burst, before any frame of the burst is
-    /// processed: prefetches the conntrack bucket its lookup will read (only with a
-    /// prefetcher set and at least [`PREFETCH_MIN_FLOWS`] tracked flows). Changes no
-    /// flow state; frames the fast path would not take are ignored.
+    /// processed (the burst's frames are then processed in this order): prefetches the
+    /// conntrack bucket its lookup will read (only with a prefetcher set and at least
+    /// [`PREFETCH_MIN_FLOWS`] tracked flows). Changes no flow state; a frame the fast
+    /// path would not take only keeps its place in the burst.
     pub fn prefetch(&mut self, frame: &[u8], _ctx: &Context) {
         let Some(prefetch) = self.lookahead.prefetcher else {
             return;
@@ -200,43 +233,42 @@ impl Worker {
         if self.conntrack.len() < PREFETCH_MIN_FLOWS || self.lookahead.len >= LOOKAHEAD {
             return;
         }
-        // `ipv4_parts` needs a mutable frame only to hand out mutable parts; the fields
-        // read here are at fixed offsets once its checks pass.
-        if frame.len() < ETH + IP + 4 || frame[12..14] != [0x08, 0x00] || frame[ETH] != 0x45 {
-            return;
-        }
-        let ip = &frame[ETH..ETH + IP];
-        let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
-        let l4 = &frame[ETH + IP..];
-        let key = FlowKey::v4(
-            word(12),
-            word(16),
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-            ip[9],
-        );
-        let (bucket, tag) = self.conntrack.bucket_and_tag(&key);
-        if let Some(line) = self.conntrack.bucket_line(bucket) {
-            prefetch((line as *const _) as *const u8);
-        }
-        self.lookahead.hints[self.lookahead.len] = (bucket, tag);
+        let hint = fast_key(frame).map_or(NO_HINT, |key| {
+            let (bucket, tag) = self.conntrack.bucket_and_tag(&key);
+            if let Some(line) = self.conntrack.bucket_line(bucket) {
+                prefetch((line as *const _) as *const u8);
+            }
+            (bucket, tag)
+        });
+        self.lookahead.hints[self.lookahead.len] = hint;
         self.lookahead.len += 1;
     }
 
-    /// The look-ahead's second step, at the burst's first `process`: prefetches the flows
-    /// the remembered buckets point to.
+    /// The look-ahead's second step, at each `process` of the burst: prefetches the flows
+    /// that the buckets of the frames [`FLOW_DISTANCE`] ahead point to. The frames are
+    /// processed in the order `prefetch` saw them (the runtime's contract).
     #[inline]
     pub(super) fn prefetch_flows(&mut self) {
-        let n = std::mem::take(&mut self.lookahead.len);
-        let Some(prefetch) = self.lookahead.prefetcher else {
+        let la = &mut self.lookahead;
+        let Some(prefetch) = la.prefetcher else {
+            la.len = 0;
             return;
         };
-        for &(bucket, tag) in self.lookahead.hints.iter().take(n) {
+        let upto = (la.processed + FLOW_DISTANCE).min(la.len);
+        while la.resolved < upto {
+            let (bucket, tag) = la.hints[la.resolved];
+            la.resolved += 1;
             for flow in self.conntrack.primary_candidates(bucket, tag) {
                 let p = (flow as *const _) as *const u8;
                 prefetch(p);
                 prefetch(p.wrapping_add(64));
             }
+        }
+        la.processed += 1;
+        if la.processed >= la.len {
+            la.len = 0;
+            la.resolved = 0;
+            la.processed = 0;
         }
     }
 
