@@ -2276,3 +2276,84 @@ fn the_sctp_crc_is_left_to_a_port_that_finishes_it() {
         EtherType::Arp
     );
 }
+
+// ------------------------------------------------------------------ burst look-ahead
+
+thread_local! {
+    static PREFETCHED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record_prefetch(p: *const u8) {
+    PREFETCHED.with(|v| v.borrow_mut().push(p as usize));
+}
+
+#[test]
+fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
+    use crate::pipeline::worker::PREFETCH_MIN_FLOWS;
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(WorkerConfig {
+        conntrack_capacity: PREFETCH_MIN_FLOWS + 64,
+        ..config(0, 1)
+    });
+    let client = |k: usize| IpAddr::V4(Ipv4Addr::from(0xc612_0000 + k as u32 / 1000));
+    let port = |k: usize| 10_000 + (k % 1000) as u16;
+    let ack = |k: usize| {
+        from_client()
+            .ip(client(k), ip(VIP))
+            .tcp(port(k), 80)
+            .build()
+    };
+    for k in 0..PREFETCH_MIN_FLOWS {
+        let s = from_client()
+            .ip(client(k), ip(VIP))
+            .tcp(port(k), 80)
+            .syn()
+            .build();
+        assert_eq!(run(&mut w, &t, &n, &s, 0, 1).0, Verdict::Forward(1));
+    }
+    w.set_prefetcher(record_prefetch);
+    let ctx = Context {
+        table: &t,
+        neighbours: &n,
+    };
+    let arp = from_client()
+        .arp_request(
+            EthernetAddress([2, 0, 0, 0, 0, 7]),
+            v4("198.18.0.7"),
+            v4(NODE),
+        )
+        .build();
+    let burst = [ack(3), arp, ack(7_000), ack(16_000)];
+    PREFETCHED.with(|v| v.borrow_mut().clear());
+    for f in &burst {
+        w.prefetch(f, &ctx);
+    }
+    let buckets = PREFETCHED.with(|v| v.borrow().len());
+    assert_eq!(
+        buckets, 3,
+        "one bucket per frame with a flow key (not the ARP request)"
+    );
+    for (i, f) in burst.iter().enumerate() {
+        let mut buf = f.clone();
+        buf.resize(f.len() + 128, 0);
+        let mut len = f.len();
+        let v = w.process(&mut buf, &mut len, 0, 2, &ctx);
+        assert_eq!(matches!(v, Verdict::Forward(1)), i != 1, "frame {i}: {v:?}");
+    }
+    // Then both lines of each of the three flows.
+    let flows: Vec<usize> = [3, 7_000, 16_000]
+        .iter()
+        .map(|&k| {
+            let (_, f) = w
+                .conntrack()
+                .iter()
+                .find(|(_, f)| f.client() == client(k) && f.client_port() == port(k))
+                .unwrap();
+            f as *const _ as usize
+        })
+        .collect();
+    let got = PREFETCHED.with(|v| v.borrow()[buckets..].to_vec());
+    let want: Vec<usize> = flows.iter().flat_map(|&f| [f, f + 64]).collect();
+    assert_eq!(got, want);
+}
