@@ -446,6 +446,21 @@ def _owners(ctx):
     return detail
 
 
+@check("established_flows_take_the_fast_path")
+def _fast(ctx):
+    # Each HTTP exchange so far: its SYN and SYN-ACK take the full pipeline, the ACKs,
+    # data and FINs that follow the fast path (next hop cached in the flow).
+    if not os.environ.get("KBP_ADMIN_URL"):
+        return "KBP_ADMIN_URL unset: not checked"
+    fast = metric_sum("kubypass_fast_path_frames_total")
+    translated = metric_sum("kubypass_dnat_frames_total") + metric_sum(
+        "kubypass_reverse_nat_frames_total")
+    expect(translated > 0, "no frame was translated")
+    expect(fast >= translated / 3,
+           "only %d of %d translated frames took the fast path" % (fast, translated))
+    return "%d of %d translated frames on the fast path" % (fast, translated)
+
+
 @check("malformed_frames_then_serves")
 def _malformed(ctx):
     dst = appliance_mac()
