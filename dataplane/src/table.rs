@@ -497,8 +497,14 @@ pub struct ServiceTable {
     /// Every frontend address: what ARP/ND answers for, and what an unknown port is
     /// dropped on.
     service_addrs: FastSet<IpAddr>,
+    /// Addresses that were frontend addresses in earlier tables and are not in this one
+    /// (at most [`MAX_FORMER_ADDRS`]): see [`ServiceTable::is_former_service_addr`].
+    former_addrs: Arc<FastSet<IpAddr>>,
     workers: usize,
 }
+
+/// The most former frontend addresses a table remembers; beyond, it forgets them all.
+pub const MAX_FORMER_ADDRS: usize = 65_536;
 
 impl ServiceTable {
     /// A builder with seed 0, Maglev scheduling and generation 0.
@@ -535,6 +541,15 @@ impl ServiceTable {
     #[inline]
     pub fn is_service_addr(&self, addr: IpAddr) -> bool {
         self.service_addrs.contains(&addr)
+    }
+
+    /// Whether `addr` was a frontend address in an earlier table (built from this one's
+    /// predecessors with `build_reusing`) and is none now. A frame to such an address is
+    /// a client's packet to a deleted frontend, whose TCP flows still drain: the flow's
+    /// owner is named by the frame's source, as for any frame to a Service.
+    #[inline]
+    pub fn is_former_service_addr(&self, addr: IpAddr) -> bool {
+        !self.former_addrs.is_empty() && self.former_addrs.contains(&addr)
     }
 
     /// The service with this id. Ids come from this table's frontends.
@@ -630,6 +645,9 @@ pub struct ServiceTableBuilder {
     service_addrs: FastSet<IpAddr>,
     /// Frontends were copied from another table: their ids are checked at build.
     copied_frontends: bool,
+    /// The generation of the table the frontends were copied from, while no frontend
+    /// has been added since (the frontend addresses are then that table's).
+    frontends_of: Option<u64>,
     /// The one empty source-range list every unrestricted frontend shares.
     no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
@@ -693,6 +711,7 @@ impl ServiceTableBuilder {
         self.frontends = table.frontends.clone();
         self.service_addrs = table.service_addrs.clone();
         self.copied_frontends = true;
+        self.frontends_of = Some(table.generation);
     }
 
     /// Adds a frontend for a service added before.
@@ -711,6 +730,7 @@ impl ServiceTableBuilder {
                 Err(TableError::DuplicateFrontend(key))
             }
             std::collections::hash_map::Entry::Vacant(v) => {
+                self.frontends_of = None;
                 let source_ranges = if source_ranges.is_empty() {
                     self.no_ranges
                         .get_or_insert_with(|| Arc::from(Vec::new()))
@@ -787,13 +807,32 @@ impl ServiceTableBuilder {
         }
         let mut frontends = self.frontends;
         let mut service_addrs = self.service_addrs;
+        let mut same_addrs =
+            self.frontends_of.is_some() && self.frontends_of == previous.map(|p| p.generation);
         if self.copied_frontends {
             let before = frontends.len();
             frontends.retain(|_, f| (f.service.0 as usize) < services.len());
             if frontends.len() != before {
                 service_addrs = frontends.keys().map(|k| k.addr).collect();
+                same_addrs = false;
             }
         }
+        let former_addrs = match previous {
+            None => Arc::default(),
+            Some(p) if same_addrs => Arc::clone(&p.former_addrs),
+            Some(p) => {
+                let gone = p.service_addrs.iter().chain(p.former_addrs.iter());
+                let former: FastSet<IpAddr> = gone
+                    .filter(|a| !service_addrs.contains(a))
+                    .copied()
+                    .collect();
+                if former.len() > MAX_FORMER_ADDRS {
+                    Arc::default()
+                } else {
+                    Arc::new(former)
+                }
+            }
+        };
         ServiceTable {
             generation: self.generation,
             seed,
@@ -802,6 +841,7 @@ impl ServiceTableBuilder {
             bank,
             frontends,
             service_addrs,
+            former_addrs,
             workers,
         }
     }
@@ -979,6 +1019,35 @@ mod tests {
         let three = build(Some(&two), 4);
         assert_eq!(three.services()[1].counters().totals().packets, 0);
         assert_eq!(three.services()[1].counters().workers(), 4);
+    }
+
+    #[test]
+    fn former_frontend_addresses_are_remembered_until_reused() {
+        let table = |generation: u64, addrs: &[&str], prev: Option<&ServiceTable>| {
+            let mut b = ServiceTable::builder().generation(generation);
+            let a = b.add_service(spec("a", vec![backend("10.0.0.1", 80, Conditions::READY)]));
+            for addr in addrs {
+                b.add_frontend(key(addr, 80), FrontendKind::ClusterIp, a, vec![])
+                    .unwrap();
+            }
+            b.build_reusing(prev)
+        };
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let one = table(1, &["198.18.0.1", "198.18.0.2"], None);
+        assert!(!one.is_former_service_addr(ip("198.18.0.2")));
+        let two = table(2, &["198.18.0.1"], Some(&one));
+        assert!(two.is_former_service_addr(ip("198.18.0.2")));
+        assert!(!two.is_former_service_addr(ip("198.18.0.1")));
+        // Carried through tables whose frontends were copied unchanged...
+        let mut b = ServiceTable::builder().generation(3);
+        b.copy_frontends(&two);
+        b.add_built_service(two.services()[0].clone());
+        let three = b.build_reusing(Some(&two));
+        assert!(three.is_former_service_addr(ip("198.18.0.2")));
+        // ... and forgotten once the address is a frontend's again.
+        let four = table(4, &["198.18.0.1", "198.18.0.2"], Some(&three));
+        assert!(!four.is_former_service_addr(ip("198.18.0.2")));
+        assert!(four.is_service_addr(ip("198.18.0.2")));
     }
 
     #[test]

@@ -2357,3 +2357,55 @@ fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
     let want: Vec<usize> = flows.iter().flat_map(|&f| [f, f + 64]).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn tcp_flows_through_a_deleted_frontend_drain_on_their_owner() {
+    let n = NeighbourTable::default();
+    let t1 = table();
+    // The client port is owned by worker 1, the frontend's (address, port) by worker 0:
+    // a frame steered by its destination would reach the worker without the flow.
+    let cport = (40000..u16::MAX)
+        .find(|&p| owner_worker(ip(CLIENT), p, 2) == 1)
+        .unwrap();
+    assert_eq!(
+        owner_worker(ip(LB), 443, 2),
+        0,
+        "fixture: the frontend names worker 0"
+    );
+    let mut w0 = Worker::new(config(0, 2));
+    let mut w1 = Worker::new(config(1, 2));
+    let s = syn(from_client(), CLIENT, LB, cport, 443).build();
+    assert_eq!(run(&mut w1, &t1, &n, &s, 0, 1).0, Verdict::Forward(1));
+    // Table 2: the LoadBalancer frontend is gone (its address is no Service's now).
+    let mut b = ServiceTable::builder().generation(2).workers(2);
+    let web = b.add_service(spec(
+        "default/web:http",
+        L4Protocol::Tcp,
+        vec![backend(BE1, 8080)],
+    ));
+    frontend(
+        &mut b,
+        web,
+        VIP,
+        80,
+        L4Protocol::Tcp,
+        FrontendKind::ClusterIp,
+        vec![],
+    );
+    let t2 = b.build_reusing(Some(&t1));
+    assert!(!t2.is_service_addr(ip(LB)) && t2.is_former_service_addr(ip(LB)));
+    let ack = from_client().ip(ip(CLIENT), ip(LB)).tcp(cport, 443).build();
+    // RSS hands the frame to worker 0: it goes to the client's owner, which drains it.
+    assert_eq!(run(&mut w0, &t2, &n, &ack, 0, 2).0, Verdict::Steer(1));
+    let (v, out) = run(&mut w1, &t2, &n, &ack, 0, 2);
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(dnat_target(&out), (ip(BE1), 8080));
+    // A new connection to the deleted frontend is not served.
+    let fresh = syn(from_client(), CLIENT, LB, cport + 2, 443).build();
+    let owner = owner_worker(ip(CLIENT), cport + 2, 2);
+    let w = if owner == 0 { &mut w0 } else { &mut w1 };
+    assert_eq!(
+        run(w, &t2, &n, &fresh, 0, 3).0,
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}

@@ -459,8 +459,9 @@ impl Worker {
             return Err(dropped(DropReason::FragmentUnsupported));
         }
         let ports = parse_ports(frame, &ip).map_err(dropped)?;
-        // Ownership first: nothing below runs on a worker that does not own the flow.
-        let (client, client_port) = if to_service {
+        // Ownership first: nothing below runs on a worker that does not own the flow. A
+        // frame to a deleted frontend's address is a client's too (its flow may drain).
+        let (client, client_port) = if to_service || table.is_former_service_addr(ip.dst) {
             (ip.src, ports.src)
         } else {
             (ip.dst, ports.dst)
@@ -1132,7 +1133,8 @@ impl Worker {
             .and_then(transport_ports)
             .ok_or(dropped(DropReason::IcmpMalformed))?;
         let quoted = FlowKey::new(q.src, q.dst, qs, qd, q.proto);
-        let to_service = table.is_service_addr(ip.dst);
+        // An error sent to a (former) frontend address is about a reply to the client.
+        let to_service = table.is_service_addr(ip.dst) || table.is_former_service_addr(ip.dst);
         let (client, client_port) = if to_service { (q.dst, qd) } else { (q.src, qs) };
         let owner = owner_worker(client, client_port, self.config.workers);
         if owner != self.config.index {
