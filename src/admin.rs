@@ -209,6 +209,11 @@ impl Snapshot {
                     w.empty_polls.load(r),
                 ),
                 c(
+                    "kubypass_idle_yields",
+                    "Idle loop turns that yielded the CPU (workers.idle_yield_after).",
+                    w.idle_yields.load(r),
+                ),
+                c(
                     "kubypass_steered_in_frames",
                     "Frames received from other workers.",
                     w.steered_in.load(r),

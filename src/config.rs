@@ -162,6 +162,10 @@ pub struct WorkersConfig {
     pub processor: ProcessorKind,
     /// Capacity of each worker's steering ring (frames handed over by other workers).
     pub steer_ring_size: usize,
+    /// Yield the CPU on every idle turn after this many consecutive turns without a frame
+    /// (0, the default: never, busy polling). For workers that share a CPU with each
+    /// other or with the host, so a steered frame does not wait for a time slice.
+    pub idle_yield_after: u32,
 }
 
 impl Default for WorkersConfig {
@@ -170,6 +174,7 @@ impl Default for WorkersConfig {
             lcores: Vec::new(),
             processor: ProcessorKind::Auto,
             steer_ring_size: 1024,
+            idle_yield_after: 0,
         }
     }
 }

@@ -358,3 +358,36 @@ fn too_few_queues_for_workers_is_a_clear_error() {
     let out = run(&cfg, &[]);
     assert_clear_error(&out, "2 workers need 2 each");
 }
+
+#[test]
+fn idle_workers_yield_the_cpu_only_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |yield_after: u32| {
+        write_config(
+            dir.path(),
+            &format!(
+                "{NO_HUGE_EAL}\nports: [{{name: a, device: net_ring0}}, {{name: b, device: net_ring1}}]\nworkers: {{idle_yield_after: {yield_after}}}\nmempool: {{size: 4095}}\n"
+            ),
+        )
+    };
+    let _g = lock();
+    for (yield_after, yields) in [(0, false), (8, true)] {
+        // No traffic at all: every turn is idle.
+        let out = run(&config(yield_after), &["--duration", "0.3"]);
+        let stdout = assert_clean_exit(&out);
+        let w = line_kv(&stdout, "exit t=");
+        assert!(w["empty_polls"] > 8, "{stdout}");
+        assert_eq!(
+            w["idle_yields"] > 0,
+            yields,
+            "idle_yield_after {yield_after}: {stdout}"
+        );
+        if yields {
+            assert_eq!(
+                w["idle_yields"],
+                w["empty_polls"] - 7,
+                "yields from the 8th idle turn: {stdout}"
+            );
+        }
+    }
+}

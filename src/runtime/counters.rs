@@ -73,6 +73,8 @@ pub struct WorkerCounters {
     pub bursts: AtomicU64,
     /// Loop turns that found no frame anywhere.
     pub empty_polls: AtomicU64,
+    /// Idle turns that yielded the CPU (`workers.idle_yield_after`).
+    pub idle_yields: AtomicU64,
     /// Frames taken from this worker's steering ring.
     pub steered_in: AtomicU64,
     /// Frames this worker handed to another.
@@ -119,6 +121,7 @@ impl WorkerCounters {
             injected: load(&self.injected),
             bursts: load(&self.bursts),
             empty_polls: load(&self.empty_polls),
+            idle_yields: load(&self.idle_yields),
             steered_in: load(&self.steered_in),
             steered_out: load(&self.steered_out),
             offload_fallback: load(&self.offload_fallback),
@@ -141,6 +144,8 @@ pub struct CounterSnapshot {
     pub bursts: u64,
     /// See [`WorkerCounters::empty_polls`].
     pub empty_polls: u64,
+    /// See [`WorkerCounters::idle_yields`].
+    pub idle_yields: u64,
     /// See [`WorkerCounters::steered_in`].
     pub steered_in: u64,
     /// See [`WorkerCounters::steered_out`].
@@ -169,6 +174,7 @@ impl CounterSnapshot {
         self.injected += o.injected;
         self.bursts += o.bursts;
         self.empty_polls += o.empty_polls;
+        self.idle_yields += o.idle_yields;
         self.steered_in += o.steered_in;
         self.steered_out += o.steered_out;
         self.offload_fallback += o.offload_fallback;

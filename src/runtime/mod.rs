@@ -375,6 +375,7 @@ where
             tsc_hz,
             tx_first: (opts.tx_first > 0).then(|| (opts.tx_first, Arc::clone(&pool))),
             pool: Arc::clone(&pool),
+            idle_yield_after: config.workers.idle_yield_after,
         });
     }
     on_ready(&Ready {
@@ -531,8 +532,8 @@ fn print_stats(
         let s = c.snapshot();
         totals.add(&s);
         out.push_str(&format!(
-            "{tag} t={t:.2} worker={i} lcore={l} rx={} tx={} injected={} drops={} bursts={} empty_polls={} steered_in={} steered_out={} offload_fallback={}{}\n",
-            s.rx, s.tx, s.injected, s.drops(), s.bursts, s.empty_polls, s.steered_in, s.steered_out, s.offload_fallback,
+            "{tag} t={t:.2} worker={i} lcore={l} rx={} tx={} injected={} drops={} bursts={} empty_polls={} idle_yields={} steered_in={} steered_out={} offload_fallback={}{}\n",
+            s.rx, s.tx, s.injected, s.drops(), s.bursts, s.empty_polls, s.idle_yields, s.steered_in, s.steered_out, s.offload_fallback,
             s.drop_breakdown(drop_names)
         ));
     }

@@ -47,6 +47,9 @@ pub struct Worker<P: FrameProcessor> {
     pub tx_first: Option<(u16, Arc<Mempool>)>,
     /// Where originated frames come from.
     pub pool: Arc<Mempool>,
+    /// After this many consecutive turns without a frame, each idle turn yields the CPU
+    /// (0: never; busy polling, for workers on cores of their own).
+    pub idle_yield_after: u32,
 }
 
 /// Frames the shutdown drain takes at most from each rx queue (bounded for live NICs).
@@ -68,6 +71,7 @@ impl<P: FrameProcessor> Worker<P> {
         let mut burst = MbufBurst::new();
         let mut last_drain = tsc_now();
         let mut turns: u32 = 0;
+        let mut idle_turns: u32 = 0;
         // ns = tsc * mult >> 32
         let mult: u128 = (1_000_000_000u128 << 32) / u128::from(self.tsc_hz.max(1));
         // With one worker nobody steers: its ring stays empty, so it is not polled.
@@ -116,8 +120,16 @@ impl<P: FrameProcessor> Worker<P> {
             if steering && !my_ring.is_empty() {
                 any |= self.take_steered(my, my_ring, clock.ns());
             }
-            if !any {
+            if any {
+                idle_turns = 0;
+            } else {
                 bump(&my.empty_polls, 1);
+                idle_turns = idle_turns.saturating_add(1);
+                if self.idle_yield_after > 0 && idle_turns >= self.idle_yield_after {
+                    // A worker sharing its CPU (a lab, a small VM) lets the other run.
+                    std::thread::yield_now();
+                    bump(&my.idle_yields, 1);
+                }
             }
             // Partial bursts wait in the tx buffers at most `drain_cycles`; with nothing
             // buffered there is no deadline to check.
