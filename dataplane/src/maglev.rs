@@ -164,6 +164,7 @@ struct Cursor {
     skip: u32,
     /// `m - skip`: `pos + skip mod m` is `pos - wrap` when `pos >= wrap`.
     wrap: u32,
+
     /// `skip⁻¹ mod m` once the tail needs it (0: not yet computed).
     inverse: u32,
     weight: u64,
@@ -216,32 +217,88 @@ fn fill<S: SlotIndex>(backends: &[MaglevBackend], m: u32) -> Box<[S]> {
         tail: Vec::new(),
     };
     let max_weight = cursors.iter().map(|c| c.weight).max().unwrap_or(1);
-    if cursors.iter().all(|c| c.weight == max_weight) {
-        // Equal weights: every backend takes a turn every round.
-        'equal: loop {
-            for c in cursors.iter_mut() {
-                table.claim(c);
-                if table.free == 0 {
-                    break 'equal;
-                }
-            }
-        }
-    } else {
-        'weighted: loop {
-            for c in cursors.iter_mut() {
-                c.credit += c.weight;
-                if c.credit < max_weight {
-                    continue;
-                }
-                c.credit -= max_weight;
-                table.claim(c);
-                if table.free == 0 {
-                    break 'weighted;
-                }
-            }
-        }
+    let mut turns = Turns {
+        at: cursors.len(),
+        equal: cursors.iter().all(|c| c.weight == max_weight),
+        max_weight,
+    };
+    while table.free > table.tail_at {
+        let Some(c) = turns.next(&mut cursors) else {
+            break;
+        };
+        let taken = walk(&table.slots, c);
+        table.set(taken, c.index);
+    }
+    while table.free > 0 {
+        let Some(c) = turns.next(&mut cursors) else {
+            break;
+        };
+        let taken = match table.pick(c) {
+            Some(slot) => slot,
+            None => walk(&table.slots, c),
+        };
+        table.set(taken, c.index);
     }
     table.slots
+}
+
+/// The order backends take turns in: rounds over the backends; with equal weights every
+/// backend takes a turn every round, otherwise each earns `weight` credits a round and
+/// takes a turn per `max_weight` credits.
+struct Turns {
+    /// The cursor that took the last turn (`len` before the first).
+    at: usize,
+    equal: bool,
+    max_weight: u64,
+}
+
+impl Turns {
+    /// The cursor whose turn is next (`None` only for an empty list).
+    #[inline]
+    fn next<'c>(&mut self, cursors: &'c mut [Cursor]) -> Option<&'c mut Cursor> {
+        let n = cursors.len();
+        if !self.equal {
+            // Some backend has the largest weight, so this ends within a round.
+            for _ in 0..n {
+                self.at = if self.at + 1 >= n { 0 } else { self.at + 1 };
+                let c = cursors.get_mut(self.at)?;
+                c.credit += c.weight;
+                if c.credit >= self.max_weight {
+                    c.credit -= self.max_weight;
+                    break;
+                }
+            }
+        } else {
+            self.at = if self.at + 1 >= n { 0 } else { self.at + 1 };
+        }
+        cursors.get_mut(self.at)
+    }
+}
+
+/// Walks `c`'s permutation to its next free slot and returns it. Positions stay below `m`
+/// (see [`advance`]); a prime `m` makes the walk visit every slot, and the caller only
+/// walks while some slot is free.
+#[inline(always)]
+fn walk<S: SlotIndex>(slots: &[S], c: &mut Cursor) -> u32 {
+    let mut pos = c.pos;
+    loop {
+        let here = pos;
+        pos = advance(pos, c.skip, c.wrap);
+        if slots.get(here as usize) == Some(&S::FREE) {
+            c.pos = pos;
+            return here;
+        }
+    }
+}
+
+/// `pos + step mod m` for `pos < m`, `step < m`, given `wrap = m - step`.
+#[inline(always)]
+fn advance(pos: u32, step: u32, wrap: u32) -> u32 {
+    if pos >= wrap {
+        pos - wrap
+    } else {
+        pos + step
+    }
 }
 
 /// A table being filled.
@@ -257,33 +314,13 @@ struct Table<S> {
 }
 
 impl<S: SlotIndex> Table<S> {
-    /// Gives `c` the first free slot of its permutation. The caller stops once `free` is 0.
-    #[inline]
-    fn claim(&mut self, c: &mut Cursor) {
-        let taken = match self.free > self.tail_at {
-            true => self.walk(c),
-            false => self.pick(c).unwrap_or_else(|| self.walk(c)),
-        };
+    /// Gives slot `taken` to backend `index`.
+    #[inline(always)]
+    fn set(&mut self, taken: u32, index: u32) {
         if let Some(slot) = self.slots.get_mut(taken as usize) {
-            *slot = S::from_index(c.index);
+            *slot = S::from_index(index);
         }
         self.free -= 1;
-    }
-
-    /// Walks `c`'s permutation to its next free slot. `pos < m` and `skip < m`, so the
-    /// wrap keeps `pos < m`, and a prime `m` makes the walk visit every slot.
-    #[inline]
-    fn walk(&mut self, c: &mut Cursor) -> u32 {
-        let (mut pos, skip, wrap) = (c.pos, c.skip, c.wrap);
-        let taken = loop {
-            let here = pos;
-            pos = if pos >= wrap { pos - wrap } else { pos + skip };
-            if self.slots.get(here as usize) == Some(&S::FREE) {
-                break here;
-            }
-        };
-        c.pos = pos;
-        taken
     }
 
     /// The free slot that comes first in `c`'s permutation: the one of least rank
