@@ -6,9 +6,20 @@
 //! least 100 × the number of backends with weight > 0 (minimum 251, capped at 131,071).
 //! A ladder rather than "the smallest prime ≥ 100·N" because Maglev's low disruption only
 //! holds when the table size stays the same: with a ladder, adding or removing one backend
-//! keeps the size (and so moves ~1/N of the slots) except when N crosses a rung, where the
-//! whole table is redrawn. Rungs are ~2× apart, so a table has between 100·N and ~200·N
-//! slots (1,021 slots for 10 backends).
+//! keeps the size (and so moves ~1/N of the slots, plus Maglev's extra reshuffle, see the
+//! `disruption` test) except when N crosses a rung, where the whole table is redrawn.
+//! Rungs are ~2× apart up to 4,093 slots (N ≤ 40: a ±1 change crosses a rung with
+//! probability ≈ 1/(0.7·N)), then ~12 % apart (a table has 100·N to 113·N slots; a ±1
+//! change crosses a rung with probability ≈ 1/(0.12·N), e.g. 8 % at N = 100): the fill
+//! costs ~M·ln M probes, and the finer rungs keep large tables from being up to twice the
+//! size they need.
+//!
+//! Fill. NSDI 2016's Pseudocode 1: backends take turns, each taking the first free slot of
+//! its permutation `offset + k·skip mod M`. Two shortcuts give the same table: with equal
+//! weights the turns need no credits, and once at most √M/2 slots are free a turn picks,
+//! among those, the one earliest in its permutation (its rank `(slot − offset)·skip⁻¹ mod
+//! M`) instead of walking past ~M/free taken slots. Slots are 16 bits wide while backend
+//! indexes fit.
 //!
 //! Weights. The fill proceeds in rounds; in each round every backend earns `weight`
 //! credits and takes one turn (one slot, by its permutation) per `max_weight` credits it
@@ -570,10 +581,15 @@ mod tests {
         /// Disruption: removing one of N backends at an unchanged table size. Measured:
         /// the fraction of all slots whose backend identity differs between the two
         /// tables, *including* the slots the removed backend held (ideal: 1/N).
-        /// Maglev does not reach the 1.2/N the issue asks for at 100–200·N slots: measured
-        /// (40 trials each) worst/mean in units of 1/N were N=5 1.28/1.11, N=12 2.0/1.23,
-        /// N=30 1.75/1.57, N=99 2.54/2.33; at 1,600·N slots N=99 gives 1.37/1.32.
-        /// The bound asserted is therefore 3/N (and ≥ the removed backend's share).
+        /// Maglev's extra movement grows with N at a given slots-per-backend ratio, and
+        /// shrinks as that ratio grows. Measured (40 trials each, worst/mean in units of
+        /// 1/N) with this ladder: N=5 (102·N slots) 1.19/1.09, N=12 (170·N) 1.32/1.22,
+        /// N=30 (136·N) 1.71/1.57, N=45 (102·N) 2.05/1.91, N=60 (109·N) 2.35/2.10,
+        /// N=81 (101·N) 2.71/2.44, N=99 (104·N) 3.11/2.57; beyond the tested range
+        /// N=150 (109·N) 4.67/3.34, N=250 (104·N) 4.97/4.54. The former 2× ladder gave
+        /// N=99 165·N slots (2.54/2.33) and N=250 131·N (4.39/4.18): the finer ladder
+        /// trades some disruption for tables 1.0–1.13·(100·N) instead of up to 2·(100·N).
+        /// The bound asserted is (1.5 + N/40)/N (and ≥ the removed backend's share).
         #[test]
         fn disruption(n in 2usize..100, removed in any::<prop::sample::Index>(), seed in any::<u64>()) {
             let ids: Vec<u64> = (0..n as u64).map(|i| i.wrapping_add(seed)).collect();
@@ -588,7 +604,8 @@ mod tests {
                 .filter(|&(a, b)| before_b[a as usize].id != after_b[b as usize].id)
                 .count();
             let frac = changed as f64 / m as f64;
-            prop_assert!(frac <= 3.0 / n as f64, "n={n}: {changed}/{m} = {frac}");
+            let bound = (1.5 + n as f64 / 40.0) / n as f64;
+            prop_assert!(frac <= bound, "n={n}: {changed}/{m} = {frac}");
             let held = before.slots().filter(|&a| a as usize == gone).count();
             prop_assert!(changed >= held);
         }
