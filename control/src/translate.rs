@@ -758,7 +758,6 @@ fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettin
         .unwrap_or_else(|| "default".into());
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut ctx = ServiceContext {
-        object: format!("Service {namespace}/{name}"),
         namespace: &namespace,
         name: &name,
         settings,
@@ -800,7 +799,6 @@ impl Family {
 
 /// Translation state for one Service.
 struct ServiceContext<'a> {
-    object: String,
     namespace: &'a str,
     name: &'a str,
     settings: &'a ProxySettings,
@@ -816,7 +814,7 @@ struct PortEndpoints {
 impl ServiceContext<'_> {
     fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(Warning {
-            object: self.object.clone(),
+            object: format!("Service {}/{}", self.namespace, self.name),
             message: message.into(),
         });
     }
@@ -1128,8 +1126,9 @@ impl ServiceContext<'_> {
         port_name: &str,
         protocol: L4Protocol,
     ) -> PortEndpoints {
-        // Keyed by (address, port): a ready copy of a duplicate wins.
-        let mut merged: BTreeMap<(IpAddr, u16), (Backend, bool)> = BTreeMap::new();
+        // (backend, local) in slice order; sorted by (address, port) below, where a ready
+        // copy of a duplicate wins over the first one seen.
+        let mut found: Vec<(Backend, bool)> = Vec::new();
         for slice in slices {
             if slice.address_type != family.address_type() {
                 continue;
@@ -1137,6 +1136,7 @@ impl ServiceContext<'_> {
             let Some(target) = self.slice_port(slice, port_name, protocol) else {
                 continue;
             };
+            found.reserve(slice.endpoints.len());
             for ep in &slice.endpoints {
                 let Some(addr) = self.endpoint_addr(slice, ep, family) else {
                     continue;
@@ -1149,20 +1149,35 @@ impl ServiceContext<'_> {
                 };
                 let local = self.settings.node_name.is_some()
                     && ep.node_name.as_deref() == self.settings.node_name.as_deref();
-                let entry = merged.entry((addr, target)).or_insert((backend, local));
-                if backend.conditions.ready && !entry.0.conditions.ready {
-                    *entry = (backend, local);
+                found.push((backend, local));
+            }
+        }
+        // Stable: among duplicates the first seen comes first.
+        found.sort_by_key(|(b, _)| (b.addr, b.port));
+        let mut all: Vec<Backend> = Vec::with_capacity(found.len());
+        let mut is_local: Vec<bool> = Vec::with_capacity(found.len());
+        for (backend, local) in found {
+            match (all.last_mut(), is_local.last_mut()) {
+                (Some(last), Some(last_local))
+                    if last.addr == backend.addr && last.port == backend.port =>
+                {
+                    if backend.conditions.ready && !last.conditions.ready {
+                        *last = backend;
+                        *last_local = local;
+                    }
+                }
+                _ => {
+                    all.push(backend);
+                    is_local.push(local);
                 }
             }
         }
-        let mut all = Vec::with_capacity(merged.len());
-        let mut local = Vec::new();
-        for (backend, is_local) in merged.into_values() {
-            all.push(backend);
-            if is_local {
-                local.push(backend);
-            }
-        }
+        let local = all
+            .iter()
+            .zip(&is_local)
+            .filter(|(_, &l)| l)
+            .map(|(b, _)| *b)
+            .collect();
         PortEndpoints { all, local }
     }
 

@@ -290,7 +290,7 @@ pub struct Service {
     seed: u64,
     /// How many workers the counters have slots for.
     workers: usize,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
@@ -367,7 +367,7 @@ impl Service {
     /// The per-worker counters of a listed backend.
     #[inline]
     pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
-        self.listed.get(&(addr, port)).map(|b| &*b.counters)
+        self.listed.get(&(addr, port)).map(|b| &b.counters)
     }
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
@@ -378,13 +378,29 @@ impl Service {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
         let counted = earlier.filter(|e| e.counters.workers() == workers);
         let usable = usable_backends(&spec.backends);
+        // Counters carried over by backend identity; the new ones (and the service's own
+        // when it is new) share one allocation.
+        let kept: Vec<Option<TrafficSlots>> = spec
+            .backends
+            .iter()
+            .map(|b| {
+                counted
+                    .and_then(|e| e.listed.get(&(b.addr, b.port)))
+                    .map(|e| e.counters.clone())
+            })
+            .collect();
+        let fresh = kept.iter().filter(|k| k.is_none()).count() + usize::from(counted.is_none());
+        let block = TrafficSlots::block(fresh, workers);
+        let mut next_fresh = 0;
+        let mut take_fresh = || {
+            let slots = TrafficSlots::in_block(&block, next_fresh, workers);
+            next_fresh += 1;
+            slots
+        };
         let mut listed = FastMap::default();
         listed.reserve(spec.backends.len());
-        for b in &spec.backends {
-            let counters = counted
-                .and_then(|e| e.listed.get(&(b.addr, b.port)))
-                .map(|e| e.counters.clone())
-                .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+        for (b, kept) in spec.backends.iter().zip(kept) {
+            let counters = kept.unwrap_or_else(&mut take_fresh);
             let is_usable = usable
                 .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
                 .is_ok();
@@ -396,9 +412,10 @@ impl Service {
                 },
             );
         }
-        let counters = counted
-            .map(|e| e.counters.clone())
-            .unwrap_or_else(|| Arc::new(TrafficSlots::new(workers)));
+        let counters = match counted {
+            Some(e) => e.counters.clone(),
+            None => take_fresh(),
+        };
         let maglev = match earlier {
             Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
             _ => Arc::new(Maglev::new(
@@ -444,32 +461,59 @@ pub struct TrafficTotals {
 
 /// One [`TrafficCounters`] per worker: worker `i` writes slot `i` only; the control
 /// thread reads them all without locks. Allocated when a table is built, never on the
-/// per-packet path.
-#[derive(Debug)]
+/// per-packet path. A clone names the same counters (tables share them across builds).
+/// The slots of the backends a build adds live in one allocation; it is freed when the
+/// last of them goes.
+#[derive(Clone, Debug)]
 pub struct TrafficSlots {
-    slots: Box<[TrafficCounters]>,
+    block: Arc<[TrafficCounters]>,
+    /// Where this object's slots start in `block`.
+    start: usize,
+    workers: usize,
 }
 
 impl TrafficSlots {
     /// Slots for `workers` workers (at least one).
     pub fn new(workers: usize) -> Self {
+        Self::in_block(&Self::block(1, workers), 0, workers)
+    }
+
+    /// Room for `objects` sets of `workers` slots (at least one each).
+    fn block(objects: usize, workers: usize) -> Arc<[TrafficCounters]> {
+        (0..objects * workers.max(1))
+            .map(|_| TrafficCounters::default())
+            .collect()
+    }
+
+    /// The `nth` set of `workers` slots of `block`.
+    fn in_block(block: &Arc<[TrafficCounters]>, nth: usize, workers: usize) -> Self {
+        let workers = workers.max(1);
         TrafficSlots {
-            slots: (0..workers.max(1))
-                .map(|_| TrafficCounters::default())
-                .collect(),
+            block: block.clone(),
+            start: nth * workers,
+            workers,
         }
+    }
+
+    fn slots(&self) -> &[TrafficCounters] {
+        self.block
+            .get(self.start..self.start + self.workers)
+            .unwrap_or(&[])
     }
 
     /// How many workers have a slot.
     pub fn workers(&self) -> usize {
-        self.slots.len()
+        self.workers
     }
 
     /// Counts one packet of `bytes` (and a new flow if `new_flow`) in `worker`'s slot.
     /// Only that worker may call this for that slot. Out-of-range workers are ignored.
     #[inline]
     pub fn count(&self, worker: usize, bytes: u64, new_flow: bool) {
-        if let Some(c) = self.slots.get(worker) {
+        if worker >= self.workers {
+            return;
+        }
+        if let Some(c) = self.block.get(self.start + worker) {
             let add = |a: &AtomicU64, n: u64| {
                 a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
             };
@@ -484,7 +528,7 @@ impl TrafficSlots {
     /// The sums over every worker's slot.
     pub fn totals(&self) -> TrafficTotals {
         let mut t = TrafficTotals::default();
-        for c in self.slots.iter() {
+        for c in self.slots() {
             t.packets += c.packets.load(Ordering::Relaxed);
             t.bytes += c.bytes.load(Ordering::Relaxed);
             t.new_flows += c.new_flows.load(Ordering::Relaxed);
@@ -498,7 +542,7 @@ impl TrafficSlots {
 struct BackendEntry {
     /// Whether new flows may use it (it is in the service's usable set).
     usable: bool,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
@@ -636,7 +680,7 @@ impl ServiceTable {
         self.services.iter().enumerate().flat_map(|(i, s)| {
             s.listed
                 .iter()
-                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
+                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &b.counters))
         })
     }
 
@@ -1006,6 +1050,11 @@ mod tests {
             .backend_counters(web, "10.0.0.1".parse().unwrap(), 80)
             .unwrap();
         b1.count(1, 10, true);
+        // Slots sharing one allocation stay apart.
+        assert_eq!(s.counters().totals().bytes, 150);
+        let b2 = one.backend_counters(web, "10.0.0.2".parse().unwrap(), 80);
+        assert_eq!(b2.unwrap().totals(), TrafficTotals::default());
+        assert_eq!(b1.totals().bytes, 10);
         let two = build(Some(&one), 3);
         assert_eq!(two.services()[1].counters().totals().bytes, 150);
         assert_eq!(
