@@ -367,8 +367,8 @@ impl<S: SlotIndex> Table<S> {
     }
 }
 
-/// `a · b mod m` for `a, b < m < 2^32` without a division: the quotient is estimated in
-/// floating point (off by at most one) and the remainder corrected.
+/// `a · b mod m` for `a, b < m ≤ 2^26` without a division: `a · b` is exact in an `f64`,
+/// the quotient estimated from it is off by at most one, and the remainder is corrected.
 #[inline]
 fn mul_mod(a: u64, b: u64, m: u64, per_m: f64) -> u64 {
     let x = a * b;
@@ -383,16 +383,19 @@ fn mul_mod(a: u64, b: u64, m: u64, per_m: f64) -> u64 {
     }
 }
 
-/// `a⁻¹ mod m` for `0 < a < m`, `m` prime (extended Euclid).
+/// `a⁻¹ mod m` for `0 < a < m`, `m` prime: `a^(m-2) mod m` (Fermat), by squaring with
+/// [`mul_mod`] (no division on the way).
 fn inverse_mod(a: u32, m: u32) -> u32 {
-    let (mut t, mut next_t) = (0i64, 1i64);
-    let (mut r, mut next_r) = (i64::from(m), i64::from(a));
-    while next_r != 0 {
-        let q = r / next_r;
-        (t, next_t) = (next_t, t - q * next_t);
-        (r, next_r) = (next_r, r - q * next_r);
+    let (m64, per_m) = (u64::from(m), 1.0 / f64::from(m));
+    let (mut base, mut exp, mut acc) = (u64::from(a), m.saturating_sub(2), 1u64);
+    while exp > 0 {
+        if exp & 1 == 1 {
+            acc = mul_mod(acc, base, m64, per_m);
+        }
+        base = mul_mod(base, base, m64, per_m);
+        exp >>= 1;
     }
-    t.rem_euclid(i64::from(m)) as u32
+    acc as u32
 }
 
 fn is_prime(n: u32) -> bool {
@@ -481,6 +484,22 @@ mod tests {
             }
         }
         entry
+    }
+
+    #[test]
+    fn modular_inverse_and_product() {
+        for &m in &TABLE_SIZES {
+            for a in [1, 2, 3, 1_000, m / 2, m - 2, m - 1] {
+                let inv = inverse_mod(a, m);
+                let (m64, per_m) = (u64::from(m), 1.0 / f64::from(m));
+                assert_eq!(
+                    mul_mod(u64::from(a), u64::from(inv), m64, per_m),
+                    1,
+                    "{a} mod {m}"
+                );
+                assert_eq!((u64::from(a) * u64::from(inv)) % m64, 1);
+            }
+        }
     }
 
     #[test]
