@@ -243,7 +243,8 @@ struct Placed {
     warnings: Vec<Warning>,
 }
 
-/// Most changed input positions for which the index is patched rather than rebuilt.
+/// Most changed objects (slices replaced in place, added or removed; Services replaced)
+/// for which the index is patched rather than rebuilt.
 const MAX_PATCHED_SLICES: usize = 64;
 
 impl Translator {
