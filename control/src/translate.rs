@@ -40,7 +40,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubypass_dataplane::hash::FastMap;
+use kubypass_dataplane::hash::{FastMap, FastSet};
 use kubypass_dataplane::table::Service as TableService;
 use kubypass_dataplane::table::{
     Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
@@ -200,9 +200,9 @@ where
 /// their names, it re-plans only the Services they touch; when those keep their
 /// frontends, the new table shares every other service with the previous table by `Arc`
 /// and copies its frontend map, so one changed endpoint costs one Service's translation
-/// plus pointer copies. Anything else (Services added, removed or renamed, slices added
-/// or removed, frontends changed) re-sorts and re-assembles everything, still sharing
-/// unchanged services.
+/// plus pointer copies; so does an EndpointSlice added or removed. Anything else (Services
+/// added, removed or renamed, frontends changed, many objects at once) re-sorts and
+/// re-assembles everything, still sharing unchanged services.
 #[derive(Debug)]
 pub struct Translator {
     settings: ProxySettings,
@@ -243,7 +243,8 @@ struct Placed {
     warnings: Vec<Warning>,
 }
 
-/// Most changed input positions for which the index is patched rather than rebuilt.
+/// Most changed objects (slices replaced in place, added or removed; Services replaced)
+/// for which the index is patched rather than rebuilt.
 const MAX_PATCHED_SLICES: usize = 64;
 
 impl Translator {
@@ -320,20 +321,19 @@ impl Translator {
         }
     }
 
-    /// Brings the slice index and the last inputs up to date with a few changed input
-    /// positions, and names the entries they touch: `(dirty entries, replaced Service
-    /// objects by entry)`. `None` when the change is not a few same-named replacements
-    /// (then everything is rebuilt); nothing has been changed then.
+    /// Brings the slice index and the last inputs up to date with a few changes, and names
+    /// the entries they touch: `(dirty entries, replaced Service objects by entry)`. The
+    /// changes may be Service objects replaced under the same name at the same position,
+    /// and EndpointSlices replaced, added or removed (at most [`MAX_PATCHED_SLICES`] of
+    /// them). `None` for anything else (then everything is rebuilt); nothing has been
+    /// changed then.
     #[allow(clippy::type_complexity)] // One private call site; a struct would only name the pair.
     fn patch(
         &mut self,
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
     ) -> Option<(Vec<usize>, Vec<(usize, Arc<Service>)>)> {
-        if self.last_generation.is_none()
-            || services.len() != self.last_services.len()
-            || slices.len() != self.last_slices.len()
-        {
+        if self.last_generation.is_none() || services.len() != self.last_services.len() {
             return None;
         }
         let mut dirty = Vec::new();
@@ -352,43 +352,91 @@ impl Translator {
             replaced.push((at, new.clone()));
             changed_services.push(i);
         }
-        let changed: Vec<usize> = slices
-            .iter()
-            .zip(&self.last_slices)
-            .enumerate()
-            .filter(|(_, (new, old))| !Arc::ptr_eq(new, old))
-            .map(|(i, _)| i)
-            .take(MAX_PATCHED_SLICES + 1)
-            .collect();
-        if changed.len() > MAX_PATCHED_SLICES {
-            return None;
-        }
+        // Slices replaced in place are found position by position; otherwise (slices
+        // added or removed shift the positions) by allocation.
+        let in_place: Option<Vec<usize>> = (slices.len() == self.last_slices.len())
+            .then(|| {
+                slices
+                    .iter()
+                    .zip(&self.last_slices)
+                    .enumerate()
+                    .filter(|(_, (new, old))| !Arc::ptr_eq(new, old))
+                    .map(|(i, _)| i)
+                    .take(MAX_PATCHED_SLICES + 1)
+                    .collect::<Vec<usize>>()
+            })
+            .filter(|changed| changed.len() <= MAX_PATCHED_SLICES);
+        let (removed, added): (Vec<Arc<EndpointSlice>>, Vec<Arc<EndpointSlice>>) = match &in_place {
+            Some(changed) => changed
+                .iter()
+                .filter_map(|&i| Some((self.last_slices.get(i)?.clone(), slices.get(i)?.clone())))
+                .unzip(),
+            None => self.slices_added_and_removed(slices)?,
+        };
         for i in changed_services {
             if let (Some(new), Some(last)) = (services.get(i), self.last_services.get_mut(i)) {
                 *last = new.clone();
             }
         }
-        for i in changed {
-            let (Some(new), Some(last)) = (slices.get(i), self.last_slices.get_mut(i)) else {
-                continue;
-            };
-            let old = std::mem::replace(last, new.clone());
-            if let Some(key) = slice_key(&old) {
+        match in_place {
+            Some(changed) => {
+                for i in changed {
+                    if let (Some(new), Some(last)) = (slices.get(i), self.last_slices.get_mut(i)) {
+                        *last = new.clone();
+                    }
+                }
+            }
+            None => self.last_slices = slices.to_vec(),
+        }
+        for old in &removed {
+            if let Some(key) = slice_key(old) {
                 if let Some(list) = self.index.get_mut(&key) {
-                    list.retain(|s| !Arc::ptr_eq(s, &old));
+                    list.retain(|s| !Arc::ptr_eq(s, old));
                 }
                 dirty.extend(self.positions.get(&key).copied());
             }
-            if let Some(key) = slice_key(new) {
-                let list = self.index.entry(key.clone()).or_default();
-                let at = list.partition_point(|s| s.metadata.name <= new.metadata.name);
-                list.insert(at, new.clone());
+        }
+        for new in added {
+            if let Some(key) = slice_key(&new) {
                 dirty.extend(self.positions.get(&key).copied());
+                let list = self.index.entry(key).or_default();
+                let at = list.partition_point(|s| s.metadata.name <= new.metadata.name);
+                list.insert(at, new);
             }
         }
         dirty.sort_unstable();
         dirty.dedup();
         Some((dirty, replaced))
+    }
+
+    /// `(removed, added)`: the last call's slices missing from `slices`, and the slices
+    /// new in it, compared by allocation. `None` when they are more than
+    /// [`MAX_PATCHED_SLICES`] together, or when an allocation is listed twice.
+    #[allow(clippy::type_complexity)] // A private pair of lists, named at its one use.
+    fn slices_added_and_removed(
+        &self,
+        slices: &[Arc<EndpointSlice>],
+    ) -> Option<(Vec<Arc<EndpointSlice>>, Vec<Arc<EndpointSlice>>)> {
+        let addr = |s: &Arc<EndpointSlice>| Arc::as_ptr(s) as usize;
+        let old: FastSet<usize> = self.last_slices.iter().map(addr).collect();
+        let new: FastSet<usize> = slices.iter().map(addr).collect();
+        if old.len() != self.last_slices.len() || new.len() != slices.len() {
+            return None;
+        }
+        let removed: Vec<_> = self
+            .last_slices
+            .iter()
+            .filter(|s| !new.contains(&addr(s)))
+            .take(MAX_PATCHED_SLICES + 1)
+            .cloned()
+            .collect();
+        let added: Vec<_> = slices
+            .iter()
+            .filter(|s| !old.contains(&addr(s)))
+            .take(MAX_PATCHED_SLICES + 1)
+            .cloned()
+            .collect();
+        (removed.len() + added.len() <= MAX_PATCHED_SLICES).then_some((removed, added))
     }
 
     /// Re-indexes every slice and re-sorts every Service, keeping the entries of
@@ -758,7 +806,6 @@ fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettin
         .unwrap_or_else(|| "default".into());
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut ctx = ServiceContext {
-        object: format!("Service {namespace}/{name}"),
         namespace: &namespace,
         name: &name,
         settings,
@@ -800,7 +847,6 @@ impl Family {
 
 /// Translation state for one Service.
 struct ServiceContext<'a> {
-    object: String,
     namespace: &'a str,
     name: &'a str,
     settings: &'a ProxySettings,
@@ -816,7 +862,7 @@ struct PortEndpoints {
 impl ServiceContext<'_> {
     fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(Warning {
-            object: self.object.clone(),
+            object: format!("Service {}/{}", self.namespace, self.name),
             message: message.into(),
         });
     }
@@ -1128,8 +1174,9 @@ impl ServiceContext<'_> {
         port_name: &str,
         protocol: L4Protocol,
     ) -> PortEndpoints {
-        // Keyed by (address, port): a ready copy of a duplicate wins.
-        let mut merged: BTreeMap<(IpAddr, u16), (Backend, bool)> = BTreeMap::new();
+        // (backend, local) in slice order; sorted by (address, port) below, where a ready
+        // copy of a duplicate wins over the first one seen.
+        let mut found: Vec<(Backend, bool)> = Vec::new();
         for slice in slices {
             if slice.address_type != family.address_type() {
                 continue;
@@ -1137,6 +1184,7 @@ impl ServiceContext<'_> {
             let Some(target) = self.slice_port(slice, port_name, protocol) else {
                 continue;
             };
+            found.reserve(slice.endpoints.len());
             for ep in &slice.endpoints {
                 let Some(addr) = self.endpoint_addr(slice, ep, family) else {
                     continue;
@@ -1149,20 +1197,35 @@ impl ServiceContext<'_> {
                 };
                 let local = self.settings.node_name.is_some()
                     && ep.node_name.as_deref() == self.settings.node_name.as_deref();
-                let entry = merged.entry((addr, target)).or_insert((backend, local));
-                if backend.conditions.ready && !entry.0.conditions.ready {
-                    *entry = (backend, local);
+                found.push((backend, local));
+            }
+        }
+        // Stable: among duplicates the first seen comes first.
+        found.sort_by_key(|(b, _)| (b.addr, b.port));
+        let mut all: Vec<Backend> = Vec::with_capacity(found.len());
+        let mut is_local: Vec<bool> = Vec::with_capacity(found.len());
+        for (backend, local) in found {
+            match (all.last_mut(), is_local.last_mut()) {
+                (Some(last), Some(last_local))
+                    if last.addr == backend.addr && last.port == backend.port =>
+                {
+                    if backend.conditions.ready && !last.conditions.ready {
+                        *last = backend;
+                        *last_local = local;
+                    }
+                }
+                _ => {
+                    all.push(backend);
+                    is_local.push(local);
                 }
             }
         }
-        let mut all = Vec::with_capacity(merged.len());
-        let mut local = Vec::new();
-        for (backend, is_local) in merged.into_values() {
-            all.push(backend);
-            if is_local {
-                local.push(backend);
-            }
-        }
+        let local = all
+            .iter()
+            .zip(&is_local)
+            .filter(|(_, &l)| l)
+            .map(|(b, _)| *b)
+            .collect();
         PortEndpoints { all, local }
     }
 
@@ -2517,6 +2580,61 @@ mod translator_tests {
             t = step(&mut tr, &services, &slices, Some(&t.table));
         }
         assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    }
+
+    #[test]
+    fn slices_added_and_removed_take_the_incremental_path() {
+        let settings = ProxySettings::default();
+        let services: Vec<_> = (0..20)
+            .map(|i| svc(&format!("s{i:02}"), &format!("198.18.0.{i}")))
+            .collect();
+        let mut slices: Vec<_> = (0..20)
+            .map(|i| slice(&format!("s{i:02}"), &format!("10.0.0.{i}")))
+            .collect();
+        let mut tr = Translator::new(settings);
+        let mut t = step(&mut tr, &services, &slices, None);
+        let second = |svc: &str, addr: &str| {
+            let mut s = (*slice(svc, addr)).clone();
+            s.metadata.name = Some(format!("{svc}-2"));
+            Arc::new(s)
+        };
+        let backends = |t: &Translation, i: u32| {
+            t.table
+                .service(ServiceId(i))
+                .unwrap()
+                .usable_backends()
+                .len()
+        };
+        // Each step touches the Services in `touched` only. Status entries are shared
+        // only on the incremental path (a re-assembly makes every one anew).
+        let mut check = |slices: &[Arc<EndpointSlice>], touched: &[usize]| {
+            let next = step(&mut tr, &services, slices, Some(&t.table));
+            for j in (0..20).filter(|j| !touched.contains(j)) {
+                assert!(shared(&t.table, &next.table, j), "service {j}");
+                assert!(Arc::ptr_eq(&t.status[j], &next.status[j]), "status {j}");
+            }
+            for &j in touched {
+                assert!(!shared(&t.table, &next.table, j), "service {j}");
+            }
+            t = next;
+            [5, 7, 12].map(|i| backends(&t, i))
+        };
+        // A second slice for s07, inserted mid-list (later positions shift).
+        slices.insert(3, second("s07", "10.0.1.7"));
+        assert_eq!(check(&slices, &[7]), [1, 2, 1]);
+        // Removed again.
+        slices.remove(3);
+        assert_eq!(check(&slices, &[7]), [1, 1, 1]);
+        // s05's only slice removed and a slice for s12 added at the end, at once.
+        slices.remove(5);
+        slices.push(second("s12", "10.0.1.12"));
+        assert_eq!(check(&slices, &[5, 12]), [0, 1, 2]);
+        // Two slices swap places: nothing changes but the order.
+        slices.swap(0, 1);
+        assert_eq!(check(&slices, &[]), [0, 1, 2]);
+        // A slice for no known Service: indexed, nothing rebuilt.
+        slices.push(second("nobody", "10.0.1.99"));
+        assert_eq!(check(&slices, &[]), [0, 1, 2]);
     }
 
     #[test]
