@@ -336,7 +336,7 @@ impl Flow {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn matches(&self, key: &FlowKey, dir: Direction) -> bool {
         let (src, sport, dst, dport) = match dir {
             Direction::Forward => (
@@ -473,7 +473,7 @@ impl ConnTrack {
     }
 
     /// A key's primary bucket and its tag (never 0, which marks a free way).
-    #[inline]
+    #[inline(always)]
     fn primary_and_tag(&self, key: &FlowKey) -> (usize, u32) {
         let h = key.table_hash();
         let tag = (h >> 32) as u32;
@@ -560,15 +560,17 @@ impl ConnTrack {
     }
 
     /// Index probe without expiry.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
         let (primary, tag) = self.primary_and_tag(key);
+        if let Some(hit) = self.find_in(primary, tag, key) {
+            return Some(hit);
+        }
         // The secondary bucket is computed only when the primary misses (rarely).
-        self.find_in(primary, tag, key)
-            .or_else(|| self.find_in(self.other_bucket(primary, tag), tag, key))
+        self.find_in(self.other_bucket(primary, tag), tag, key)
     }
 
-    #[inline]
+    #[inline(always)]
     fn find_in(&self, b: usize, tag: u32, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
         let bucket = self.buckets.get(b)?;
         for (&t, &r) in bucket.tags.iter().zip(&bucket.refs) {
@@ -896,7 +898,7 @@ impl ConnTrack {
     /// [`ConnTrack::update_tcp`] / [`ConnTrack::touch`] would. Otherwise `None`, with
     /// nothing changed: the packet takes the full pipeline (which also removes an
     /// expired flow).
-    #[inline]
+    #[inline(always)]
     pub fn fast_hit(
         &mut self,
         key: &FlowKey,
@@ -1091,7 +1093,7 @@ impl ConnTrack {
 }
 
 /// Accounts a TCP packet in a flow (see [`ConnTrack::update_tcp`]).
-#[inline]
+#[inline(always)]
 fn account_tcp(f: &mut Flow, dir: Direction, flags: TcpFlags, now: u64) {
     // The common case first: an established flow's segment without SYN, FIN or RST
     // leaves the state as it is.

@@ -132,7 +132,7 @@ impl FlowKey {
     }
 
     /// An unseeded hash of the whole key, for table indexes (connection tracking).
-    #[inline]
+    #[inline(always)]
     pub fn table_hash(&self) -> u64 {
         let ports = u64::from(self.src_port)
             | (u64::from(self.dst_port) << 16)

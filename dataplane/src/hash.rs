@@ -79,7 +79,7 @@ impl Hasher for FastHasher {
 
 /// The 64-bit finaliser of MurmurHash3 (fmix64): a bijection whose output bits each depend
 /// on every input bit.
-#[inline]
+#[inline(always)]
 pub const fn mix64(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);

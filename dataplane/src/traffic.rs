@@ -151,7 +151,7 @@ impl CounterBank {
     /// Counts one packet of `bytes` (and a new flow if `new_flow`) in `worker`'s row of
     /// `slot`. Only that worker may count into its rows. Out-of-range arguments are
     /// ignored.
-    #[inline]
+    #[inline(always)]
     pub fn count(&self, worker: usize, slot: u32, bytes: u64, new_flow: bool) {
         if worker >= self.workers {
             return;

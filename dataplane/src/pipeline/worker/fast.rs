@@ -95,11 +95,10 @@ fn ne16(b: &[u8; 2]) -> u32 {
     u32::from(u16::from_ne_bytes(*b))
 }
 
-/// Folds a one's-complement accumulator to 16 bits.
+/// Folds a one's-complement accumulator below 2²⁴ (a sum of at most 256 16-bit terms)
+/// to 16 bits.
 #[inline(always)]
 fn fold(s: u64) -> u16 {
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
     let s = (s & 0xffff) + (s >> 16);
     let s = (s & 0xffff) + (s >> 16);
     s as u16
@@ -109,7 +108,11 @@ fn fold(s: u64) -> u16 {
 #[inline(always)]
 fn header_verifies(ip: &[u8; IP]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]));
-    fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+    // Five 32-bit words: below 2³⁵; folded to 32 bits, then to 17, then to 16.
+    let s = w(0) + w(4) + w(8) + w(12) + w(16);
+    let s = (s & 0xffff_ffff) + (s >> 32);
+    let s = (s & 0xffff) + (s >> 16);
+    fold(s) == 0xffff
 }
 
 /// The RFC 1624 (eqn. 3) terms of a 4-byte field changing from `old` to `new`: `~old +
