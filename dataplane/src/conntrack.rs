@@ -310,6 +310,13 @@ impl Flow {
         self.packets[dir.bit() as usize]
     }
 
+    /// The counter slots (service, backend) the fast path counts this flow's packets in,
+    /// as last cached (`u32::MAX` when none).
+    #[inline]
+    pub fn counter_slots(&self) -> (u32, u32) {
+        (self.service_slot, self.backend_slot)
+    }
+
     /// Client → frontend.
     #[inline]
     pub fn forward_key(&self) -> FlowKey {
@@ -936,20 +943,21 @@ impl ConnTrack {
         })
     }
 
-    /// The slab line(s) of the flows whose index entries in the key's primary bucket
-    /// carry its tag, for a caller that prefetches them (usually exactly one flow).
-    #[inline]
+    /// The slab index of the first flow whose index entry in bucket `bucket` carries
+    /// `tag`: the flow a key with that primary bucket and tag most likely has, for a
+    /// caller that prefetches it (a tag collision makes it another flow, harmlessly).
     /// Tag 0 (which no key has) gives none.
-    pub fn primary_candidates(&self, bucket: usize, tag: u32) -> impl Iterator<Item = &Flow> {
-        let b = self.buckets.get(bucket & self.mask).filter(|_| tag != 0);
-        (0..WAYS).filter_map(move |w| {
-            let b = b?;
-            if b.tags[w] == tag {
-                self.flows.get((b.refs[w] >> 1) as usize)
-            } else {
-                None
-            }
-        })
+    #[inline]
+    pub fn primary_candidate(&self, bucket: usize, tag: u32) -> Option<u32> {
+        let b = self.buckets.get(bucket & self.mask).filter(|_| tag != 0)?;
+        let way = b.tags.iter().position(|&t| t == tag)?;
+        b.refs.get(way).map(|r| r >> 1)
+    }
+
+    /// The slab entry at `index` (for a caller that prefetches it or what it names).
+    #[inline]
+    pub fn flow_at(&self, index: u32) -> Option<&Flow> {
+        self.flows.get(index as usize)
     }
 
     /// The primary bucket and tag of a key (what a prefetching caller remembers between

@@ -140,8 +140,9 @@ impl CounterBank {
         }
     }
 
+    /// `worker`'s row of `slot`, if issued (for a caller that prefetches it).
     #[inline]
-    fn row(&self, worker: usize, slot: u32) -> Option<&TrafficCounters> {
+    pub fn row(&self, worker: usize, slot: u32) -> Option<&TrafficCounters> {
         let chunk = self.chunks.get(slot as usize / CHUNK_ROWS)?.get()?;
         chunk
             .rows

@@ -2288,7 +2288,7 @@ fn record_prefetch(p: *const u8) {
 }
 
 #[test]
-fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
+fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow_then_its_counters() {
     use crate::pipeline::worker::PREFETCH_MIN_FLOWS;
     let t = table();
     let n = NeighbourTable::default();
@@ -2341,8 +2341,9 @@ fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
         let v = w.process(&mut buf, &mut len, 0, 2, &ctx);
         assert_eq!(matches!(v, Verdict::Forward(1)), i != 1, "frame {i}: {v:?}");
     }
-    // Then both lines of each of the three flows.
-    let flows: Vec<usize> = [3, 7_000, 16_000]
+    // Then both lines of each of the three flows, then the counter rows (Service's and
+    // backend's) each flow names.
+    let flows: Vec<_> = [3, 7_000, 16_000]
         .iter()
         .map(|&k| {
             let (_, f) = w
@@ -2350,11 +2351,13 @@ fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
                 .iter()
                 .find(|(_, f)| f.client() == client(k) && f.client_port() == port(k))
                 .unwrap();
-            f as *const _ as usize
+            (f as *const _ as usize, f.counter_slots())
         })
         .collect();
     let got = PREFETCHED.with(|v| v.borrow()[buckets..].to_vec());
-    let want: Vec<usize> = flows.iter().flat_map(|&f| [f, f + 64]).collect();
+    let row = |slot| t.bank().row(0, slot).unwrap() as *const _ as usize;
+    let mut want: Vec<usize> = flows.iter().flat_map(|&(f, _)| [f, f + 64]).collect();
+    want.extend(flows.iter().flat_map(|&(_, (s, b))| [row(s), row(b)]));
     assert_eq!(got, want);
 }
 

@@ -252,7 +252,7 @@ impl Worker {
         bump(&self.counters.frames, 1);
         self.offload = None;
         if self.lookahead.active() {
-            self.prefetch_flows();
+            self.prefetch_flows(ctx);
         }
         if self.config.fast_path {
             if let Some(v) = self.fast_v4(frame, *len, rx_port, now_ns, ctx) {

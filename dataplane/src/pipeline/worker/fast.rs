@@ -43,6 +43,9 @@ pub const LOOKAHEAD: usize = 64;
 /// for a memory load to complete, near enough that the buckets read to find them have
 /// arrived.
 pub const FLOW_DISTANCE: usize = 16;
+/// How many frames ahead the counter rows a flow names are prefetched (its flow was
+/// prefetched [`FLOW_DISTANCE`] − this many frames earlier, and has arrived).
+pub const ROW_DISTANCE: usize = 6;
 
 const ETH: usize = 14;
 const IP: usize = 20;
@@ -57,9 +60,13 @@ pub(super) struct Lookahead {
     pub(super) prefetcher: Option<Prefetcher>,
     /// (primary bucket, tag) of the burst's frames, as `prefetch` saw them.
     hints: [(usize, u32); LOOKAHEAD],
+    /// The flow (slab index) each resolved hint's bucket pointed to.
+    flows: [u32; LOOKAHEAD],
     len: usize,
     /// Hints whose flows were prefetched.
     resolved: usize,
+    /// Hints whose flows' counter rows were prefetched.
+    rows_resolved: usize,
     /// Frames of the burst processed.
     processed: usize,
 }
@@ -77,8 +84,10 @@ impl Default for Lookahead {
         Lookahead {
             prefetcher: None,
             hints: [(0, 0); LOOKAHEAD],
+            flows: [u32::MAX; LOOKAHEAD],
             len: 0,
             resolved: 0,
+            rows_resolved: 0,
             processed: 0,
         }
     }
@@ -250,8 +259,10 @@ impl Worker {
     /// The look-ahead's second step, at each `process` of the burst: prefetches the flows
     /// that the buckets of the frames [`FLOW_DISTANCE`] ahead point to. The frames are
     /// processed in the order `prefetch` saw them (the runtime's contract).
+    /// Nearer, [`ROW_DISTANCE`] frames ahead, it prefetches the counter rows the (arrived)
+    /// flows name.
     #[inline]
-    pub(super) fn prefetch_flows(&mut self) {
+    pub(super) fn prefetch_flows(&mut self, ctx: &Context) {
         let la = &mut self.lookahead;
         let Some(prefetch) = la.prefetcher else {
             la.len = 0;
@@ -260,17 +271,35 @@ impl Worker {
         let upto = (la.processed + FLOW_DISTANCE).min(la.len);
         while la.resolved < upto {
             let (bucket, tag) = la.hints[la.resolved];
+            let index = self.conntrack.primary_candidate(bucket, tag);
+            la.flows[la.resolved] = index.unwrap_or(u32::MAX);
             la.resolved += 1;
-            for flow in self.conntrack.primary_candidates(bucket, tag) {
+            if let Some(flow) = index.and_then(|i| self.conntrack.flow_at(i)) {
                 let p = (flow as *const _) as *const u8;
                 prefetch(p);
                 prefetch(p.wrapping_add(64));
+            }
+        }
+        let upto = (la.processed + ROW_DISTANCE).min(la.resolved);
+        let (bank, w) = (ctx.table.bank(), self.config.index);
+        while la.rows_resolved < upto {
+            let index = la.flows[la.rows_resolved];
+            la.rows_resolved += 1;
+            if let Some(flow) = self.conntrack.flow_at(index) {
+                let (service, backend) = flow.counter_slots();
+                for row in [bank.row(w, service), bank.row(w, backend)]
+                    .into_iter()
+                    .flatten()
+                {
+                    prefetch((row as *const _) as *const u8);
+                }
             }
         }
         la.processed += 1;
         if la.processed >= la.len {
             la.len = 0;
             la.resolved = 0;
+            la.rows_resolved = 0;
             la.processed = 0;
         }
     }
