@@ -18,15 +18,16 @@
 //! the same result (the pipeline tests run both ways and compare).
 //!
 //! Look-ahead. With many flows the conntrack lines a burst needs are not in cache, and
-//! each packet would wait for two dependent memory loads (the index bucket, then the
-//! flow). [`Worker::prefetch`] is called for every frame of a burst before the first is
-//! processed: it computes the flow's bucket and asks the caller's prefetch function for
-//! that line. Each `process` of the burst then reads the bucket of the frame
-//! [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the flow it points to,
-//! so the burst's loads overlap the work on earlier frames. The prefetch
-//! function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch needs
-//! `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows the
-//! lines are in cache anyway and the look-ahead is skipped.
+//! each packet would wait for three dependent memory loads (the index bucket, the flow,
+//! then the counter rows the flow names). [`Worker::prefetch`] is called for every frame
+//! of a burst before the first is processed: it computes the flow's bucket and asks the
+//! caller's prefetch function for that line. Each `process` of the burst then reads the
+//! bucket of the frame [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the
+//! flow it points to, and reads the flow of the frame [`ROW_DISTANCE`] places ahead and
+//! prefetches its counter rows, so the burst's loads overlap the work on earlier frames.
+//! The prefetch function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch
+//! needs `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows
+//! the lines are in cache anyway and the look-ahead is skipped.
 
 use super::{Context, Worker};
 use crate::conntrack::{Direction, TcpFlags};
