@@ -478,6 +478,7 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     fn begin_burst(&mut self, _now_ns: u64) {
+        self.worker.begin_burst();
         self.refresh();
         for entry in self.worker.learned().drain() {
             // A full queue loses the entry; the next ARP/ND frame teaches it again.

@@ -99,7 +99,7 @@ impl Default for Lookahead {
 // independence"), so a sum of native words stored back natively is the wire checksum,
 // with no swaps.
 
-/// A 16-bit word at `b[i..i + 2]`, in the machine's byte order.
+/// Two bytes as a 16-bit word, in the machine's byte order.
 #[inline(always)]
 fn ne16(b: &[u8; 2]) -> u32 {
     u32::from(u16::from_ne_bytes(*b))
@@ -232,6 +232,17 @@ impl Worker {
     /// documentation). Without one, [`Worker::prefetch`] does nothing.
     pub fn set_prefetcher(&mut self, prefetcher: Prefetcher) {
         self.lookahead.prefetcher = Some(prefetcher);
+    }
+
+    /// Starts a burst: forgets what is left of the last burst's look-ahead (frames the
+    /// runtime dropped before processing them would otherwise shift it).
+    #[inline]
+    pub fn begin_burst(&mut self) {
+        let la = &mut self.lookahead;
+        la.len = 0;
+        la.resolved = 0;
+        la.rows_resolved = 0;
+        la.processed = 0;
     }
 
     /// Looks ahead at a frame of the current burst, before any frame of the burst is
