@@ -370,8 +370,8 @@ impl Service {
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
     /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
-    /// are the same, and the service's and same-addressed backends' counters when the
-    /// worker count is the same.
+    /// are the same, and the service's and same-addressed backends' counters when they
+    /// are in `bank` (same worker count); new counters get slots of `bank`.
     fn build(
         spec: ServiceSpec,
         seed: u64,
