@@ -82,7 +82,7 @@ fi
 
 say "appliance counters (GET http://127.0.0.1:10256/metrics inside the appliance namespace)"
 ip netns exec kbp-appl curl -s http://127.0.0.1:10256/metrics |
-    grep -E '^kubypass_(rx_frames|tx_frames|dnat_frames|reverse_nat_frames|new_flows|replies|conntrack_entries|neighbours|table_generation)[_{ ]|^kubypass_pipeline_drops_total.* [1-9]' |
+    grep -E '^kubypass_(rx_frames|tx_frames|dnat_frames|reverse_nat_frames|fast_path_frames|new_flows|replies|conntrack_entries|neighbours|table_generation)[_{ ]|^kubypass_pipeline_drops_total.* [1-9]' |
     sed 's/^/  /'
 say "status (GET /status): $(ip netns exec kbp-appl curl -s http://127.0.0.1:10256/status |
     python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(s["proxied"] for s in d["services"]), "Services proxied, generation", d["generation"])')"
