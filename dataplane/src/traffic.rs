@@ -17,6 +17,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::pipeline::counters::bump;
+
 /// Slots per chunk: a chunk holds, per worker, this many rows (32 KiB).
 pub const CHUNK_ROWS: usize = 1024;
 /// Chunks per bank: at most 1M slots (Services plus listed backends).
@@ -158,13 +160,10 @@ impl CounterBank {
             return;
         }
         if let Some(c) = self.row(worker, slot) {
-            let add = |a: &AtomicU64, n: u64| {
-                a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
-            };
-            add(&c.packets, 1);
-            add(&c.bytes, bytes);
+            bump(&c.packets, 1);
+            bump(&c.bytes, bytes);
             if new_flow {
-                add(&c.new_flows, 1);
+                bump(&c.new_flows, 1);
             }
         }
     }

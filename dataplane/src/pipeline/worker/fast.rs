@@ -34,6 +34,7 @@ use crate::conntrack::{Direction, TcpFlags};
 use crate::flow::FlowKey;
 use crate::pipeline::counters::bump;
 use crate::pipeline::verdict::Verdict;
+use crate::wire::checksum::fold;
 
 /// Tracked flows from which the look-ahead runs: below this, a burst's conntrack lines
 /// (about 3 per flow) fit the core's L2 cache and the look-ahead only costs a parse.
@@ -73,6 +74,15 @@ pub(super) struct Lookahead {
 }
 
 impl Lookahead {
+    /// Forgets the burst's look-ahead.
+    #[inline]
+    fn reset(&mut self) {
+        self.len = 0;
+        self.resolved = 0;
+        self.rows_resolved = 0;
+        self.processed = 0;
+    }
+
     /// Whether a burst's look-ahead is under way.
     #[inline]
     pub(super) fn active(&self) -> bool {
@@ -105,24 +115,11 @@ fn ne16(b: &[u8; 2]) -> u32 {
     u32::from(u16::from_ne_bytes(*b))
 }
 
-/// Folds a one's-complement accumulator below 2²⁴ (a sum of at most 256 16-bit terms)
-/// to 16 bits.
-#[inline(always)]
-fn fold(s: u64) -> u16 {
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
-
 /// Whether an IPv4 header without options verifies: its words sum to 0xffff.
 #[inline(always)]
 fn header_verifies(ip: &[u8; IP]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]));
-    // Five 32-bit words: below 2³⁵; folded to 32 bits, then to 17, then to 16.
-    let s = w(0) + w(4) + w(8) + w(12) + w(16);
-    let s = (s & 0xffff_ffff) + (s >> 32);
-    let s = (s & 0xffff) + (s >> 16);
-    fold(s) == 0xffff
+    fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
 }
 
 /// The RFC 1624 (eqn. 3) terms of a 4-byte field changing from `old` to `new`: `~old +
@@ -238,11 +235,7 @@ impl Worker {
     /// runtime dropped before processing them would otherwise shift it).
     #[inline]
     pub fn begin_burst(&mut self) {
-        let la = &mut self.lookahead;
-        la.len = 0;
-        la.resolved = 0;
-        la.rows_resolved = 0;
-        la.processed = 0;
+        self.lookahead.reset();
     }
 
     /// Looks ahead at a frame of the current burst, before any frame of the burst is
@@ -277,7 +270,7 @@ impl Worker {
     pub(super) fn prefetch_flows(&mut self, ctx: &Context) {
         let la = &mut self.lookahead;
         let Some(prefetch) = la.prefetcher else {
-            la.len = 0;
+            la.reset();
             return;
         };
         let upto = (la.processed + FLOW_DISTANCE).min(la.len);
@@ -309,10 +302,7 @@ impl Worker {
         }
         la.processed += 1;
         if la.processed >= la.len {
-            la.len = 0;
-            la.resolved = 0;
-            la.rows_resolved = 0;
-            la.processed = 0;
+            la.reset();
         }
     }
 
