@@ -516,7 +516,11 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     fn slow_job(&mut self, now_ns: u64) {
-        self.worker.slow_job(now_ns);
+        let ctx = Context {
+            table: &self.table,
+            neighbours: &self.neighbours,
+        };
+        self.worker.slow_job(now_ns, &ctx);
     }
 
     fn originate(&mut self, buf: &mut [u8], len: &mut usize, now_ns: u64) -> Option<u16> {

@@ -201,7 +201,7 @@ impl Replayer {
             verdict = self.workers[worker].process(&mut self.buf, &mut len, 0, now, &ctx);
         }
         // Expiry as the appliance's slow job would run it: here once per frame, cheap.
-        self.workers[worker].slow_job(now);
+        self.workers[worker].slow_job(now, &ctx);
         match verdict {
             Verdict::Forward(_) => self.summary.forwarded += 1,
             Verdict::Reply => self.summary.replies += 1,

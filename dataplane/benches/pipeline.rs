@@ -360,7 +360,7 @@ fn per_packet(c: &mut Criterion) {
                             now += 31_000_000_000;
                             // `slow_job` examines 512 slots per call: twice round.
                             for _ in 0..sweep {
-                                worker.slow_job(now);
+                                worker.slow_job(now, &ctx);
                             }
                             since_purge = 0;
                             start = Instant::now();

@@ -208,7 +208,47 @@ pub struct FastHit {
     /// a forward packet, the frontend's (source) for a reverse one.
     pub nat_addr: FlowAddr,
     pub nat_port: u16,
+    /// The flow's uncounted packets, handed over when they reached [`COUNT_EVERY`]: the
+    /// caller adds them to the counter rows named in them.
+    pub counts: Option<Pending>,
 }
+
+/// How many fast-path packets a flow holds before handing them to its Service's and
+/// backend's counter rows ([`FastHit::counts`]). Counting in the flow, which the packet
+/// has in cache anyway, spares two counter-row writes (and, with many Services, two
+/// cache misses) per packet; the rest reach the rows when the flow is next checked
+/// against a new table, swept by [`ConnTrack::expire`], or flushed.
+pub const COUNT_EVERY: u16 = 64;
+
+/// Packets a flow counted but has not yet added to counter rows, with the counter slots
+/// (of the table that cached them) they belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub service_slot: u32,
+    pub backend_slot: u32,
+    pub packets: u32,
+    pub bytes: u64,
+}
+
+/// A flow's uncounted packets with what deciding their rows needs: the table generation
+/// that cached the slots, and the flow's frontend and backend (to find its Service and
+/// backend in a later table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldCounts {
+    pub generation: u64,
+    pub frontend: IpAddr,
+    pub frontend_port: u16,
+    /// IP protocol number.
+    pub protocol: u8,
+    pub backend: IpAddr,
+    pub backend_port: u16,
+    pub pending: Pending,
+}
+
+/// Removed flows whose uncounted packets wait for [`ConnTrack::drain_retired`]; beyond
+/// this many (between two drains) they are dropped and counted in
+/// [`ConnTrackStats::counts_dropped`].
+const RETIRED_MAX: usize = 64;
 
 /// One tracked flow: 128 bytes, two cache lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,6 +278,10 @@ pub struct Flow {
     egress_neighbours: u64,
     service_slot: u32,
     backend_slot: u32,
+    /// Fast-path packets (and their IP bytes) not yet in the counter rows; fewer than
+    /// [`COUNT_EVERY`] packets, so under 2^32 bytes.
+    pending_packets: u16,
+    pending_bytes: u32,
 }
 
 const IN_USE: u8 = 0x80;
@@ -263,11 +307,25 @@ impl Flow {
         egress_neighbours: 0,
         service_slot: u32::MAX,
         backend_slot: u32::MAX,
+        pending_packets: 0,
+        pending_bytes: 0,
     };
 
     #[inline]
     fn in_use(&self) -> bool {
         self.flags & IN_USE != 0
+    }
+
+    fn held(&self, pending: Pending) -> HeldCounts {
+        HeldCounts {
+            generation: self.generation,
+            frontend: self.frontend(),
+            frontend_port: self.frontend_port,
+            protocol: self.protocol,
+            backend: self.backend(),
+            backend_port: self.backend_port,
+            pending,
+        }
     }
 
     pub fn client(&self) -> IpAddr {
@@ -308,13 +366,6 @@ impl Flow {
     /// Packets accounted in one direction (saturating).
     pub fn packets(&self, dir: Direction) -> u32 {
         self.packets[dir.bit() as usize]
-    }
-
-    /// The counter slots (service, backend) the fast path counts this flow's packets in,
-    /// as last cached (`u32::MAX` when none).
-    #[inline]
-    pub fn counter_slots(&self) -> (u32, u32) {
-        (self.service_slot, self.backend_slot)
     }
 
     /// Client → frontend.
@@ -394,6 +445,9 @@ pub struct ConnTrackStats {
     pub reverse_conflicts: u64,
     /// Closing flows removed because a new flow needed their reply key.
     pub reclaimed: u64,
+    /// Packets removed flows counted that could not be handed over (more removals
+    /// between two [`ConnTrack::drain_retired`] calls than it keeps).
+    pub counts_dropped: u64,
 }
 
 const WAYS: usize = 8;
@@ -426,6 +480,8 @@ pub struct ConnTrack {
     evict_hand: usize,
     len: usize,
     stats: ConnTrackStats,
+    /// Uncounted packets of removed flows (capacity [`RETIRED_MAX`], never grown).
+    retired: Vec<HeldCounts>,
 }
 
 /// Where a key may live: its primary bucket, its secondary bucket (two-choice hashing:
@@ -458,6 +514,18 @@ impl ConnTrack {
             evict_hand: 0,
             len: 0,
             stats: ConnTrackStats::default(),
+            retired: Vec::with_capacity(RETIRED_MAX),
+        }
+    }
+
+    /// Hands the uncounted packets of flows removed since the last call to `counts` (see
+    /// [`COUNT_EVERY`]); the pipeline calls it after any work that may remove flows.
+    #[inline]
+    pub fn drain_retired(&mut self, mut counts: impl FnMut(HeldCounts)) {
+        if !self.retired.is_empty() {
+            for h in self.retired.drain(..) {
+                counts(h);
+            }
         }
     }
 
@@ -584,22 +652,8 @@ impl ConnTrack {
             if t != tag {
                 continue;
             }
-            let dir = if r & 1 == 0 {
-                Direction::Forward
-            } else {
-                Direction::Reverse
-            };
-            let index = r >> 1;
-            if let Some(f) = self.flows.get(index as usize) {
-                if f.in_use() && f.matches(key, dir) {
-                    return Some((
-                        FlowHandle {
-                            index,
-                            epoch: f.epoch,
-                        },
-                        dir,
-                    ));
-                }
+            if let Some(hit) = self.check_ref(r, key) {
+                return Some(hit);
             }
         }
         None
@@ -689,6 +743,8 @@ impl ConnTrack {
             egress_neighbours: 0,
             service_slot: u32::MAX,
             backend_slot: u32::MAX,
+            pending_packets: 0,
+            pending_bytes: 0,
         };
         self.len += 1;
         let placed =
@@ -822,6 +878,14 @@ impl ConnTrack {
         if let Some(f) = self.flows.get_mut(index as usize) {
             f.flags = 0;
             f.epoch = f.epoch.wrapping_add(1);
+            if let Some(p) = take_pending(f) {
+                let held = f.held(p);
+                if self.retired.len() < RETIRED_MAX {
+                    self.retired.push(held);
+                } else {
+                    self.stats.counts_dropped += u64::from(p.packets);
+                }
+            }
         }
         // `free` has capacity for every slab entry, so this never reallocates.
         self.free.push(index);
@@ -894,9 +958,24 @@ impl ConnTrack {
             f.egress_neighbours = neighbours;
         }
         f.egress[dir.bit() as usize] = egress;
+        if (f.service_slot, f.backend_slot) != (service_slot, backend_slot) {
+            // Counts held for other rows (the caller did not take them when the flow
+            // changed tables) are not added to these.
+            f.pending_packets = 0;
+            f.pending_bytes = 0;
+        }
         f.service_slot = service_slot;
         f.backend_slot = backend_slot;
         true
+    }
+
+    /// Takes the packets the flow counted but has not added to counter rows (see
+    /// [`COUNT_EVERY`]), if any: the caller adds them to the rows of the table that cached
+    /// the slots, if it still holds them. Call it before the flow moves to another table
+    /// generation ([`ConnTrack::set_service`], [`ConnTrack::rebind`]).
+    pub fn take_pending(&mut self, h: FlowHandle) -> Option<HeldCounts> {
+        let f = self.flow_mut(h)?;
+        take_pending(f).map(|p| f.held(p))
     }
 
     /// The fast path's lookup: the flow of `key` when its cached next hop for this
@@ -904,8 +983,12 @@ impl ConnTrack {
     /// the packet is then accounted (`tcp_flags` for TCP, `None` for others) as
     /// [`ConnTrack::update_tcp`] / [`ConnTrack::touch`] would. Otherwise `None`, with
     /// nothing changed: the packet takes the full pipeline (which also removes an
-    /// expired flow).
+    /// expired flow). `hint` is an index entry that probably names the key's flow (from
+    /// [`ConnTrack::primary_candidate`]); it is checked against the whole key, and the
+    /// index is searched when it does not match, so a wrong hint costs only time. The
+    /// flow counts the packet (`bytes`: its IP length) itself; see [`FastHit::counts`].
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // the packet's facts, spelled out; inlined
     pub fn fast_hit(
         &mut self,
         key: &FlowKey,
@@ -913,8 +996,13 @@ impl ConnTrack {
         now: u64,
         generation: u64,
         neighbours: u64,
+        hint: Option<u32>,
+        bytes: u16,
     ) -> Option<FastHit> {
-        let (h, dir) = self.find(key)?;
+        let (h, dir) = match hint.and_then(|r| self.check_ref(r, key)) {
+            Some(found) => found,
+            None => self.find(key)?,
+        };
         let timeout_ns = &self.timeout_ns;
         let f = self.flows.get_mut(h.index as usize)?;
         let egress = f.egress[dir.bit() as usize];
@@ -929,6 +1017,13 @@ impl ConnTrack {
             Some(flags) => account_tcp(f, dir, flags, now),
             None => account_other(f, dir, now),
         }
+        f.pending_packets += 1;
+        f.pending_bytes += u32::from(bytes);
+        let counts = if f.pending_packets >= COUNT_EVERY {
+            take_pending(f)
+        } else {
+            None
+        };
         let (nat_addr, nat_port) = match dir {
             Direction::Forward => (f.backend, f.backend_port),
             Direction::Reverse => (f.frontend, f.frontend_port),
@@ -940,24 +1035,46 @@ impl ConnTrack {
             egress,
             nat_addr,
             nat_port,
+            counts,
         })
     }
 
-    /// The slab index of the first flow whose index entry in bucket `bucket` carries
-    /// `tag`: the flow a key with that primary bucket and tag most likely has, for a
-    /// caller that prefetches it (a tag collision makes it another flow, harmlessly).
-    /// Tag 0 (which no key has) gives none.
+    /// The first index entry in bucket `bucket` that carries `tag`: it names the flow (and
+    /// direction) a key with that primary bucket and tag most likely has, for a caller
+    /// that prefetches the flow and hands the entry back to [`ConnTrack::fast_hit`] (a
+    /// tag collision makes it another flow, harmlessly). Tag 0 (which no key has) gives
+    /// none.
     #[inline]
     pub fn primary_candidate(&self, bucket: usize, tag: u32) -> Option<u32> {
         let b = self.buckets.get(bucket & self.mask).filter(|_| tag != 0)?;
         let way = b.tags.iter().position(|&t| t == tag)?;
-        b.refs.get(way).map(|r| r >> 1)
+        b.refs.get(way).copied()
     }
 
-    /// The slab entry at `index` (for a caller that prefetches it or what it names).
+    /// The flow an index entry (from [`ConnTrack::primary_candidate`]) names, for a
+    /// caller that prefetches it or what it names.
     #[inline]
-    pub fn flow_at(&self, index: u32) -> Option<&Flow> {
-        self.flows.get(index as usize)
+    pub fn flow_at(&self, entry: u32) -> Option<&Flow> {
+        self.flows.get((entry >> 1) as usize)
+    }
+
+    /// The flow and direction of `key` if index entry `r` names them.
+    #[inline(always)]
+    fn check_ref(&self, r: u32, key: &FlowKey) -> Option<(FlowHandle, Direction)> {
+        let dir = if r & 1 == 0 {
+            Direction::Forward
+        } else {
+            Direction::Reverse
+        };
+        let index = r >> 1;
+        let f = self.flows.get(index as usize)?;
+        (f.in_use() && f.matches(key, dir)).then_some((
+            FlowHandle {
+                index,
+                epoch: f.epoch,
+            },
+            dir,
+        ))
     }
 
     /// The primary bucket and tag of a key (what a prefetching caller remembers between
@@ -1060,8 +1177,9 @@ impl ConnTrack {
 
     /// The slow job: examines up to `budget` slab slots from where the last call stopped
     /// and removes the expired flows among them. Returns how many it removed. A full
-    /// sweep takes `capacity / budget` calls.
-    pub fn expire(&mut self, now: u64, budget: usize) -> usize {
+    /// sweep takes `capacity / budget` calls. Each examined flow's uncounted packets are
+    /// handed to `counts` first (see [`COUNT_EVERY`]), so none is older than a sweep.
+    pub fn expire(&mut self, now: u64, budget: usize, mut counts: impl FnMut(HeldCounts)) -> usize {
         let n = self.flows.len();
         if n == 0 {
             return 0;
@@ -1070,16 +1188,31 @@ impl ConnTrack {
         for _ in 0..budget.min(n) {
             let i = self.expire_cursor;
             self.expire_cursor = if i + 1 == n { 0 } else { i + 1 };
-            let expired = self
-                .flows
-                .get(i)
-                .is_some_and(|f| f.in_use() && now >= self.deadline(f));
+            let Some(f) = self.flows.get_mut(i).filter(|f| f.in_use()) else {
+                continue;
+            };
+            if let Some(p) = take_pending(f) {
+                counts(f.held(p));
+            }
+            let expired = self.flows.get(i).is_some_and(|f| now >= self.deadline(f));
             if expired && self.unlink(i as u32) {
                 removed += 1;
             }
         }
         self.stats.expired += removed as u64;
         removed
+    }
+
+    /// Hands every flow's uncounted packets to `counts` (see [`COUNT_EVERY`]): a full
+    /// scan, for a worker stopping or a test reading exact counters; the slow job does
+    /// the same a slice at a time.
+    pub fn take_all_pending(&mut self, mut counts: impl FnMut(HeldCounts)) {
+        for f in self.flows.iter_mut().filter(|f| f.in_use()) {
+            if let Some(p) = take_pending(f) {
+                counts(f.held(p));
+            }
+        }
+        self.drain_retired(counts);
     }
 
     /// Every tracked flow (for status pages and tests; not for the packet path).
@@ -1114,6 +1247,23 @@ fn account_tcp(f: &mut Flow, dir: Direction, flags: TcpFlags, now: u64) {
     f.last_seen = now;
     let p = &mut f.packets[dir.bit() as usize];
     *p = p.saturating_add(1);
+}
+
+/// Takes a flow's uncounted packets (see [`ConnTrack::take_pending`]).
+#[inline]
+fn take_pending(f: &mut Flow) -> Option<Pending> {
+    if f.pending_packets == 0 {
+        return None;
+    }
+    let p = Pending {
+        service_slot: f.service_slot,
+        backend_slot: f.backend_slot,
+        packets: u32::from(f.pending_packets),
+        bytes: u64::from(f.pending_bytes),
+    };
+    f.pending_packets = 0;
+    f.pending_bytes = 0;
+    Some(p)
 }
 
 /// Accounts a non-TCP packet in a flow (see [`ConnTrack::touch`]).
@@ -1202,6 +1352,107 @@ mod tests {
     const ACK: TcpFlags = TcpFlags(TcpFlags::ACK);
     const FIN: TcpFlags = TcpFlags(TcpFlags::FIN | TcpFlags::ACK);
     const RST: TcpFlags = TcpFlags(TcpFlags::RST);
+
+    #[test]
+    fn fast_path_packets_are_counted_in_the_flow_and_handed_over() {
+        let mut ct = ConnTrack::new(64, Timeouts::default());
+        let k = key(0xc612_0001, 1000, 17);
+        let n = nat(0x0a00_0001);
+        let h = ct.insert(&k, n, 0).unwrap();
+        let egress = Egress {
+            port: 1,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        assert!(ct.cache_egress(h, Direction::Forward, egress, 5, 11, 12));
+        assert!(ct.cache_egress(h, Direction::Reverse, egress, 5, 11, 12));
+        let r = reverse_of(&k, &n);
+        let pending = |packets: u32, bytes: u64| Pending {
+            service_slot: 11,
+            backend_slot: 12,
+            packets,
+            bytes,
+        };
+        // Every COUNT_EVERY-th packet (either direction) hands the flow's count over.
+        let mut handed = Vec::new();
+        for i in 0..u64::from(COUNT_EVERY) * 2 + 3 {
+            let key = if i % 3 == 0 { &r } else { &k };
+            let hit = ct
+                .fast_hit(key, None, 1, 7, 5, None, 10 + (i % 2) as u16)
+                .unwrap();
+            handed.extend(hit.counts);
+        }
+        let every = u32::from(COUNT_EVERY);
+        assert_eq!(
+            handed,
+            vec![pending(every, 10 * 64 + 32), pending(every, 10 * 64 + 32)]
+        );
+        // The rest is taken once, by the sweep ...
+        let mut swept = Vec::new();
+        ct.expire(2, 64, |c| swept.push((c.backend, c.generation, c.pending)));
+        assert_eq!(swept, vec![(n.backend, 7, pending(3, 10 + 11 + 10))]);
+        assert_eq!(ct.take_pending(h), None);
+        // ... or by take_pending; and counts held for other slots are never added to
+        // a flow's new ones.
+        ct.fast_hit(&k, None, 3, 7, 5, None, 40).unwrap();
+        assert_eq!(ct.take_pending(h).map(|c| c.pending), Some(pending(1, 40)));
+        ct.fast_hit(&k, None, 4, 7, 5, None, 40).unwrap();
+        assert!(ct.cache_egress(h, Direction::Forward, egress, 5, 21, 22));
+        assert_eq!(ct.take_pending(h), None);
+        ct.fast_hit(&k, None, 5, 7, 5, None, 40).unwrap();
+        let mut all = Vec::new();
+        ct.take_all_pending(|c| all.push(c.pending));
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].service_slot, all[0].packets, all[0].bytes),
+            (21, 1, 40)
+        );
+        // A removed flow's count waits for drain_retired.
+        ct.fast_hit(&k, None, 6, 7, 5, None, 50).unwrap();
+        assert!(ct.remove(h));
+        let mut retired = Vec::new();
+        ct.drain_retired(|c| retired.push((c.frontend, c.frontend_port, c.pending.bytes)));
+        assert_eq!(retired, vec![(k.dst_ip(), 80, 50)]);
+        ct.drain_retired(|_| panic!("drained twice"));
+    }
+
+    #[test]
+    fn fast_hit_checks_its_hint_and_searches_when_it_is_wrong() {
+        let mut ct = ConnTrack::new(64, Timeouts::default());
+        let (ka, kb) = (key(0xc612_0001, 1000, 17), key(0xc612_0002, 2000, 17));
+        let (na, nb) = (nat(0x0a00_0001), nat(0x0a00_0002));
+        let egress = Egress {
+            port: 1,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        for (k, n) in [(&ka, na), (&kb, nb)] {
+            let h = ct.insert(k, n, 0).unwrap();
+            assert!(ct.cache_egress(h, Direction::Forward, egress, 5, 1, 2));
+            assert!(ct.cache_egress(h, Direction::Reverse, egress, 5, 1, 2));
+        }
+        let entry = |ct: &ConnTrack, k: &FlowKey| {
+            let (b, tag) = ct.bucket_and_tag(k);
+            ct.primary_candidate(b, tag)
+        };
+        let (ea, eb) = (entry(&ct, &ka), entry(&ct, &kb));
+        assert!(ea.is_some() && eb.is_some() && ea != eb);
+        assert_eq!(ct.flow_at(ea.unwrap()).unwrap().client(), ka.src_ip());
+        let backend = |hit: Option<FastHit>| hit.map(|h| h.nat_addr.to_ip(false));
+        // The right hint, no hint, another flow's entry, and an entry past the slab all
+        // find the key's own flow; so does a hint to the reverse key's entry.
+        for hint in [ea, None, eb, Some(u32::MAX - 1)] {
+            let hit = ct.fast_hit(&ka, None, 1, 7, 5, hint, 100);
+            assert_eq!(backend(hit), Some(na.backend), "hint {hint:?}");
+        }
+        let rb = reverse_of(&kb, &nb);
+        let hit = ct.fast_hit(&rb, None, 1, 7, 5, eb, 100).unwrap();
+        assert_eq!(
+            (hit.dir, hit.nat_addr.to_ip(false)),
+            (Direction::Reverse, kb.dst_ip())
+        );
+        // A key with no flow gets nothing, whatever the hint.
+        let none = key(0xc612_0003, 3000, 17);
+        assert_eq!(ct.fast_hit(&none, None, 1, 7, 5, ea, 100), None);
+    }
 
     #[test]
     fn sizes() {
@@ -1392,16 +1643,16 @@ mod tests {
         let mut total = 0;
         let mut calls = 0;
         while calls < 10 {
-            let n = ct.expire(60 * S, 10);
+            let n = ct.expire(60 * S, 10, |_| {});
             assert!(n <= 10);
             total += n;
             calls += 1;
         }
         assert_eq!(total, 50);
         assert_eq!(ct.len(), 50);
-        assert_eq!(ct.expire(60 * S, 1000), 0);
+        assert_eq!(ct.expire(60 * S, 1000, |_| {}), 0);
         // The cursor is back at slot 0; slots 0..25 hold the 13 even (replied) flows.
-        assert_eq!(ct.expire(120 * S, 25), 13);
+        assert_eq!(ct.expire(120 * S, 25, |_| {}), 13);
     }
 
     #[test]
@@ -1534,7 +1785,7 @@ mod tests {
             ct.insert(&key(1, 1, 6), nat(1), 0),
             Err(InsertError::NoRoom)
         );
-        assert_eq!(ct.expire(0, 10), 0);
+        assert_eq!(ct.expire(0, 10, |_| {}), 0);
         assert_eq!(ct.lookup(&key(1, 1, 6), 0), None);
     }
 

@@ -142,7 +142,7 @@ impl CounterBank {
         }
     }
 
-    /// `worker`'s row of `slot`, if issued (for a caller that prefetches it).
+    /// `worker`'s row of `slot`, if issued.
     #[inline]
     pub fn row(&self, worker: usize, slot: u32) -> Option<&TrafficCounters> {
         let chunk = self.chunks.get(slot as usize / CHUNK_ROWS)?.get()?;
@@ -165,6 +165,19 @@ impl CounterBank {
             if new_flow {
                 bump(&c.new_flows, 1);
             }
+        }
+    }
+
+    /// Adds `packets` packets of `bytes` bytes in all (packets a flow counted, see
+    /// [`crate::conntrack::COUNT_EVERY`]) to `worker`'s row of `slot`, as [`Self::count`].
+    #[inline]
+    pub fn add(&self, worker: usize, slot: u32, packets: u64, bytes: u64) {
+        if worker >= self.workers {
+            return;
+        }
+        if let Some(c) = self.row(worker, slot) {
+            bump(&c.packets, packets);
+            bump(&c.bytes, bytes);
         }
     }
 

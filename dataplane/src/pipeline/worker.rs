@@ -33,7 +33,8 @@ pub use fast::{Prefetcher, LOOKAHEAD, PREFETCH_MIN_FLOWS};
 
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
-    ConnTrack, Direction, Egress, FlowHandle, FlowState, InsertError, NatTarget, TcpFlags, Timeouts,
+    ConnTrack, Direction, Egress, FlowHandle, FlowState, HeldCounts, InsertError, NatTarget,
+    TcpFlags, Timeouts,
 };
 use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey};
 use crate::hash::{addr_word, mix64};
@@ -213,10 +214,23 @@ impl Worker {
         &self.conntrack
     }
 
+    /// Adds every packet the tracked flows counted but have not yet added to counter rows
+    /// to the current table's rows (see [`crate::conntrack::COUNT_EVERY`]): a full scan of
+    /// the conntrack, for a worker stopping or a reader that needs exact counters now.
+    /// [`Worker::slow_job`] does the same a slice at a time.
+    pub fn flush_counts(&mut self, ctx: &Context) {
+        let w = self.config.index;
+        self.conntrack.take_all_pending(|c| settle(ctx.table, w, c));
+    }
+
     /// Bounded periodic work: expires conntrack, affinity and fragment entries (a few
-    /// hundred slots each per call) and refreshes the conntrack gauge.
-    pub fn slow_job(&mut self, now_ns: u64) {
-        self.conntrack.expire(now_ns, EXPIRE_BUDGET);
+    /// hundred slots each per call), adds the packets the examined flows counted to the
+    /// current table's counter rows, and refreshes the conntrack gauge.
+    pub fn slow_job(&mut self, now_ns: u64, ctx: &Context) {
+        let w = self.config.index;
+        self.conntrack
+            .expire(now_ns, EXPIRE_BUDGET, |c| settle(ctx.table, w, c));
+        self.conntrack.drain_retired(|c| settle(ctx.table, w, c));
         let (cursor, _) = self
             .affinity
             .expire(self.affinity_cursor, now_ns, EXPIRE_BUDGET);
@@ -251,17 +265,22 @@ impl Worker {
     ) -> Verdict {
         bump(&self.counters.frames, 1);
         self.offload = None;
-        if self.lookahead.active() {
-            self.prefetch_flows(ctx);
-        }
+        let hint = if self.lookahead.active() {
+            self.prefetch_flows()
+        } else {
+            None
+        };
         if self.config.fast_path {
-            if let Some(v) = self.fast_v4(frame, *len, rx_port, now_ns, ctx) {
+            if let Some(v) = self.fast_v4(frame, *len, rx_port, now_ns, ctx, hint) {
                 return v;
             }
         }
         let v = match self.classify(frame, len, rx_port, now_ns, ctx) {
             Ok(v) | Err(v) => v,
         };
+        // Flows the full pipeline removed hand over the packets they counted.
+        let w = self.config.index;
+        self.conntrack.drain_retired(|c| settle(ctx.table, w, c));
         let c = &self.counters;
         match v {
             Verdict::Drop(r) => PipelineCounters::count_drop(c, r),
@@ -569,6 +588,10 @@ impl Worker {
         };
         let sid = table.frontend(&fk).map(|fe| fe.service);
         let listed = sid.is_some_and(|s| table.has_backend(s, f.backend(), f.backend_port()));
+        // The packets it counted under the last table go to the rows that table cached.
+        if let Some(c) = self.conntrack.take_pending(h) {
+            settle(table, self.config.index, c);
+        }
         if listed || protocol == L4Protocol::Tcp {
             let s = sid.unwrap_or(NO_SERVICE);
             self.conntrack.set_service(h, s, table.generation());
@@ -614,6 +637,9 @@ impl Worker {
                         service: sid,
                         generation: table.generation(),
                     };
+                    if let Some(c) = self.conntrack.take_pending(h) {
+                        settle(table, self.config.index, c);
+                    }
                     if self.conntrack.rebind(h, nat, now).is_ok() {
                         (backend, bport) = (b.addr, b.port);
                         if let Some(t) = svc.affinity_timeout_secs() {
@@ -1908,6 +1934,40 @@ fn pick_other(
 /// takes IPv4 TCP and UDP packets that are not fragments.
 fn fast_eligible(ip: &Ip) -> bool {
     !ip.v6 && ip.frag == Frag::Whole && (ip.proto == 6 || ip.proto == 17)
+}
+
+/// Adds packets a flow counted (see [`crate::conntrack::COUNT_EVERY`]) to worker `w`'s
+/// counter rows in `table`. The flow's slots are `table`'s when the flow was last checked
+/// against it (same generation). Otherwise they count only where `table` still gives the
+/// flow's Service and backend those same slots: a Service or backend that left takes its
+/// last uncounted packets with it, and no other Service or backend gets them.
+fn settle(table: &ServiceTable, w: usize, c: HeldCounts) {
+    let p = c.pending;
+    let (packets, bytes) = (u64::from(p.packets), p.bytes);
+    let bank = table.bank();
+    if c.generation == table.generation() {
+        bank.add(w, p.service_slot, packets, bytes);
+        bank.add(w, p.backend_slot, packets, bytes);
+        return;
+    }
+    let Some(protocol) = L4Protocol::from_ip_number(c.protocol) else {
+        return;
+    };
+    let fk = FrontendKey {
+        addr: c.frontend,
+        port: c.frontend_port,
+        protocol,
+    };
+    let Some(svc) = table.frontend(&fk).and_then(|fe| table.service(fe.service)) else {
+        return;
+    };
+    if svc.counters().slot() == p.service_slot {
+        bank.add(w, p.service_slot, packets, bytes);
+    }
+    let backend = svc.backend_counters(c.backend, c.backend_port);
+    if backend.is_some_and(|c| c.slot() == p.backend_slot) {
+        bank.add(w, p.backend_slot, packets, bytes);
+    }
 }
 
 fn set_macs(frame: &mut [u8], src: MacAddr, dst: MacAddr) {

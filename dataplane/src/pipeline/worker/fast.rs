@@ -3,8 +3,9 @@
 //! Most packets belong to a flow the worker already tracks, and for those the full
 //! pipeline's decisions repeat themselves: the same frontend, the same backend, the same
 //! route and next hop. The first packets of a flow take the full pipeline, which then
-//! caches in the flow, per direction, the port and next-hop MAC it resolved and the index
-//! of the backend's counters ([`ConnTrack::cache_egress`]). A later packet that is
+//! caches in the flow, per direction, the port and next-hop MAC it resolved and the slots
+//! of its Service's and backend's counters ([`ConnTrack::cache_egress`]). A later packet
+//! that is
 //! - an untagged IPv4 frame to the receiving port's MAC (or any, when promiscuous),
 //! - with a 20-byte header whose checksum verifies, not a fragment, TTL > 1,
 //! - TCP without SYN (a SYN may open a new connection or retry a backend) or UDP, with a
@@ -13,23 +14,27 @@
 //!   generation, and the next hop was resolved under this neighbour snapshot),
 //!
 //! is rewritten here with one conntrack lookup and no other: addresses, port, TTL and
-//! both checksums in a single fold each, MACs from the cache. Anything else returns
+//! both checksums in a single fold each, MACs from the cache. The flow counts the packet
+//! itself and adds its packets to the counter rows every [`COUNT_EVERY`] packets, so a
+//! packet writes no line but its flow's. Anything else returns
 //! `None` before changing any state, and the frame takes the full pipeline, which gives
 //! the same result (the pipeline tests run both ways and compare).
 //!
 //! Look-ahead. With many flows the conntrack lines a burst needs are not in cache, and
-//! each packet would wait for three dependent memory loads (the index bucket, the flow,
-//! then the counter rows the flow names). [`Worker::prefetch`] is called for every frame
-//! of a burst before the first is processed: it computes the flow's bucket and asks the
-//! caller's prefetch function for that line. Each `process` of the burst then reads the
-//! bucket of the frame [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the
-//! flow it points to, and reads the flow of the frame [`ROW_DISTANCE`] places ahead and
-//! prefetches its counter rows, so the burst's loads overlap the work on earlier frames.
+//! each packet would wait for two dependent memory loads (the index bucket, then the
+//! flow). [`Worker::prefetch`] is called for every frame of a burst before the first is
+//! processed: it computes the flow's bucket and asks the caller's prefetch function for
+//! that line. Each `process` of the burst then reads the bucket of the frame
+//! [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the flow it points to,
+//! so the burst's loads overlap the work on earlier frames; the fast path then starts
+//! from the index entry found, without hashing the key or reading the bucket again.
 //! The prefetch function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch
 //! needs `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows
 //! the lines are in cache anyway and the look-ahead is skipped.
 
 use super::{Context, Worker};
+#[cfg(doc)]
+use crate::conntrack::{ConnTrack, COUNT_EVERY};
 use crate::conntrack::{Direction, TcpFlags};
 use crate::flow::FlowKey;
 use crate::pipeline::counters::bump;
@@ -45,9 +50,6 @@ pub const LOOKAHEAD: usize = 64;
 /// for a memory load to complete, near enough that the buckets read to find them have
 /// arrived.
 pub const FLOW_DISTANCE: usize = 16;
-/// How many frames ahead the counter rows a flow names are prefetched (its flow was
-/// prefetched [`FLOW_DISTANCE`] − this many frames earlier, and has arrived).
-pub const ROW_DISTANCE: usize = 6;
 
 const ETH: usize = 14;
 const IP: usize = 20;
@@ -62,13 +64,11 @@ pub(super) struct Lookahead {
     pub(super) prefetcher: Option<Prefetcher>,
     /// (primary bucket, tag) of the burst's frames, as `prefetch` saw them.
     hints: [(usize, u32); LOOKAHEAD],
-    /// The flow (slab index) each resolved hint's bucket pointed to.
-    flows: [u32; LOOKAHEAD],
+    /// The index entry (flow and direction) each resolved hint's bucket had for it.
+    flows: [Option<u32>; LOOKAHEAD],
     len: usize,
     /// Hints whose flows were prefetched.
     resolved: usize,
-    /// Hints whose flows' counter rows were prefetched.
-    rows_resolved: usize,
     /// Frames of the burst processed.
     processed: usize,
 }
@@ -79,7 +79,6 @@ impl Lookahead {
     fn reset(&mut self) {
         self.len = 0;
         self.resolved = 0;
-        self.rows_resolved = 0;
         self.processed = 0;
     }
 
@@ -95,10 +94,9 @@ impl Default for Lookahead {
         Lookahead {
             prefetcher: None,
             hints: [(0, 0); LOOKAHEAD],
-            flows: [u32::MAX; LOOKAHEAD],
+            flows: [None; LOOKAHEAD],
             len: 0,
             resolved: 0,
-            rows_resolved: 0,
             processed: 0,
         }
     }
@@ -263,51 +261,39 @@ impl Worker {
 
     /// The look-ahead's second step, at each `process` of the burst: prefetches the flows
     /// that the buckets of the frames [`FLOW_DISTANCE`] ahead point to. The frames are
-    /// processed in the order `prefetch` saw them (the runtime's contract).
-    /// Nearer, [`ROW_DISTANCE`] frames ahead, it prefetches the counter rows the (arrived)
-    /// flows name.
+    /// processed in the order `prefetch` saw them (the runtime's contract). Returns the
+    /// index entry found for the frame being processed: the fast path's lookup starts
+    /// from it, without hashing the key or reading the bucket again.
     #[inline]
-    pub(super) fn prefetch_flows(&mut self, ctx: &Context) {
+    pub(super) fn prefetch_flows(&mut self) -> Option<u32> {
         let la = &mut self.lookahead;
         let Some(prefetch) = la.prefetcher else {
             la.reset();
-            return;
+            return None;
         };
         let upto = (la.processed + FLOW_DISTANCE).min(la.len);
         while la.resolved < upto {
             let (bucket, tag) = la.hints[la.resolved];
-            let index = self.conntrack.primary_candidate(bucket, tag);
-            la.flows[la.resolved] = index.unwrap_or(u32::MAX);
+            let entry = self.conntrack.primary_candidate(bucket, tag);
+            la.flows[la.resolved] = entry;
             la.resolved += 1;
-            if let Some(flow) = index.and_then(|i| self.conntrack.flow_at(i)) {
+            if let Some(flow) = entry.and_then(|e| self.conntrack.flow_at(e)) {
                 let p = (flow as *const _) as *const u8;
                 prefetch(p);
                 prefetch(p.wrapping_add(64));
             }
         }
-        let upto = (la.processed + ROW_DISTANCE).min(la.resolved);
-        let (bank, w) = (ctx.table.bank(), self.config.index);
-        while la.rows_resolved < upto {
-            let index = la.flows[la.rows_resolved];
-            la.rows_resolved += 1;
-            if let Some(flow) = self.conntrack.flow_at(index) {
-                let (service, backend) = flow.counter_slots();
-                for row in [bank.row(w, service), bank.row(w, backend)]
-                    .into_iter()
-                    .flatten()
-                {
-                    prefetch((row as *const _) as *const u8);
-                }
-            }
-        }
+        let current = la.flows.get(la.processed).copied().flatten();
         la.processed += 1;
         if la.processed >= la.len {
             la.reset();
         }
+        current
     }
 
     /// The fast path (see the module documentation): `Some(verdict)` when it handled the
-    /// frame, `None`, with nothing changed, when the full pipeline must.
+    /// frame, `None`, with nothing changed, when the full pipeline must. `hint`: the
+    /// look-ahead's index entry for the frame, if any.
     #[inline]
     pub(super) fn fast_v4(
         &mut self,
@@ -316,6 +302,7 @@ impl Worker {
         rx_port: u16,
         now: u64,
         ctx: &Context,
+        hint: Option<u32>,
     ) -> Option<Verdict> {
         let frame = frame.get_mut(..len)?;
         let (eth, ip, l4) = ipv4_parts(frame)?;
@@ -338,12 +325,15 @@ impl Worker {
             dport,
             proto,
         );
+        let total = u16::from_be_bytes([ip[2], ip[3]]);
         let hit = self.conntrack.fast_hit(
             &key,
             flags,
             now,
             ctx.table.generation(),
             ctx.neighbours.version(),
+            hint,
+            total,
         )?;
 
         // Rewrite: the destination (forward) or the source (reverse) address and port,
@@ -395,10 +385,13 @@ impl Worker {
             1,
         );
         bump(&c.fast_path, 1);
-        let bytes = u64::from(u16::from_be_bytes([ip[2], ip[3]]));
-        let (bank, w) = (ctx.table.bank(), self.config.index);
-        bank.count(w, hit.service_slot, bytes, false);
-        bank.count(w, hit.backend_slot, bytes, false);
+        // The flow counts the packet; every COUNT_EVERY packets it hands them over.
+        if let Some(p) = hit.counts {
+            let (bank, w) = (ctx.table.bank(), self.config.index);
+            let (packets, bytes) = (u64::from(p.packets), p.bytes);
+            bank.add(w, p.service_slot, packets, bytes);
+            bank.add(w, p.backend_slot, packets, bytes);
+        }
         Some(Verdict::Forward(hit.egress.port))
     }
 }
