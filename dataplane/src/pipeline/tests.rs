@@ -2037,6 +2037,38 @@ fn established_flows_take_the_fast_path_until_their_state_changes() {
 }
 
 #[test]
+fn counts_a_flow_holds_follow_its_service_but_not_a_backend_that_left() {
+    let n = NeighbourTable::default();
+    let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+    let mut w = Worker::new(config(0, 1));
+    let client = ip(CLIENT);
+    let (v, out) = run(&mut w, &t, &n, &syn(from_client(), CLIENT, VIP, 40000, 80).build(), 0, 1);
+    assert_eq!(v, Verdict::Forward(1));
+    let (be, bport) = dnat_target(&out);
+    let synack = from_backend().ip(be, client).tcp(bport, 40000).syn_ack().build();
+    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
+    let ack = from_client().ip(client, ip(VIP)).tcp(40000, 80).build();
+    for now in 3..6 {
+        assert_eq!(run(&mut w, &t, &n, &ack, 0, now).0, Verdict::Forward(1));
+    }
+    assert_eq!(fast_frames(&w), 3);
+    let web = |t: &ServiceTable| t.service(ServiceId(0)).unwrap().counters().totals().packets;
+    assert_eq!(web(&t), 2, "the fast frames are held by the flow");
+
+    // The flow's backend leaves; the TCP flow drains. Its next packet takes it to the new
+    // table: the held packets go to the Service (same counters), not to any backend.
+    let other = if be == ip(BE1) { BE2 } else { BE1 };
+    let t2 = table_with(2, vec![backend(other, 8080)], Some(&t));
+    assert_eq!(run(&mut w, &t2, &n, &ack, 0, 6).0, Verdict::Forward(1));
+    assert_eq!(web(&t2), 2 + 3 + 1);
+    let svc2 = t2.service(ServiceId(0)).unwrap();
+    assert!(svc2.backend_counters(be, bport).is_none());
+    assert_eq!(svc2.backend_counters(ip(other), 8080).unwrap().totals().packets, 0);
+    let old = t.service(ServiceId(0)).unwrap().backend_counters(be, bport).unwrap();
+    assert_eq!(old.totals().packets, 2, "a backend that left gets no late counts");
+}
+
+#[test]
 fn the_fast_path_follows_a_changed_neighbour_mac() {
     const OLD: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x01];
     const NEW: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];
