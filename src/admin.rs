@@ -326,14 +326,14 @@ impl Snapshot {
             out.samples.extend([
                 (
                     "kubypass_service_packets",
-                    "Packets translated to a Service's backends.",
+                    "Packets translated to a Service's backends (a tracked flow adds its packets every 64, and at its worker's next conntrack sweep).",
                     true,
                     labels.clone(),
                     t.packets as f64,
                 ),
                 (
                     "kubypass_service_bytes",
-                    "Bytes translated to a Service's backends.",
+                    "Bytes translated to a Service's backends (added with the packets).",
                     true,
                     labels.clone(),
                     t.bytes as f64,
@@ -359,7 +359,7 @@ impl Snapshot {
             out.samples.extend([
                 (
                     "kubypass_backend_packets",
-                    "Packets translated to a backend.",
+                    "Packets translated to a backend (a tracked flow adds its packets every 64, and at its worker's next conntrack sweep).",
                     true,
                     labels.clone(),
                     t.packets as f64,

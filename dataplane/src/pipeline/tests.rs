@@ -2042,10 +2042,21 @@ fn counts_a_flow_holds_follow_its_service_but_not_a_backend_that_left() {
     let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
     let mut w = Worker::new(config(0, 1));
     let client = ip(CLIENT);
-    let (v, out) = run(&mut w, &t, &n, &syn(from_client(), CLIENT, VIP, 40000, 80).build(), 0, 1);
+    let (v, out) = run(
+        &mut w,
+        &t,
+        &n,
+        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+        0,
+        1,
+    );
     assert_eq!(v, Verdict::Forward(1));
     let (be, bport) = dnat_target(&out);
-    let synack = from_backend().ip(be, client).tcp(bport, 40000).syn_ack().build();
+    let synack = from_backend()
+        .ip(be, client)
+        .tcp(bport, 40000)
+        .syn_ack()
+        .build();
     assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
     let ack = from_client().ip(client, ip(VIP)).tcp(40000, 80).build();
     for now in 3..6 {
@@ -2063,9 +2074,23 @@ fn counts_a_flow_holds_follow_its_service_but_not_a_backend_that_left() {
     assert_eq!(web(&t2), 2 + 3 + 1);
     let svc2 = t2.service(ServiceId(0)).unwrap();
     assert!(svc2.backend_counters(be, bport).is_none());
-    assert_eq!(svc2.backend_counters(ip(other), 8080).unwrap().totals().packets, 0);
-    let old = t.service(ServiceId(0)).unwrap().backend_counters(be, bport).unwrap();
-    assert_eq!(old.totals().packets, 2, "a backend that left gets no late counts");
+    assert_eq!(
+        svc2.backend_counters(ip(other), 8080)
+            .unwrap()
+            .totals()
+            .packets,
+        0
+    );
+    let old = t
+        .service(ServiceId(0))
+        .unwrap()
+        .backend_counters(be, bport)
+        .unwrap();
+    assert_eq!(
+        old.totals().packets,
+        2,
+        "a backend that left gets no late counts"
+    );
 }
 
 #[test]
