@@ -797,11 +797,11 @@ impl Worker {
             self.fragments.insert(key, action, now);
         }
         bump(&self.counters.dnat, 1);
-        self.count_service(ctx.table, sid, backend, bport, ip, new_flow);
+        let slots = self.count_service(ctx.table, sid, backend, bport, ip, new_flow);
         // The flow's later packets may take the fast path when it still names a service.
         let cache = flow
             .filter(|_| sid != NO_SERVICE && fast_eligible(ip))
-            .map(|h| (h, Direction::Forward, backend, bport, sid));
+            .map(|h| (h, Direction::Forward, slots));
         self.route_out_caching(frame, len, at.l2, backend, now, ctx, cache)
     }
 
@@ -841,15 +841,18 @@ impl Worker {
             self.fragments.insert(key, action, now);
         }
         bump(&self.counters.reverse_nat, 1);
-        self.count_service(ctx.table, sid, ip.src, ports.src, ip, false);
+        let slots = self.count_service(ctx.table, sid, ip.src, ports.src, ip, false);
         // Replies may take the fast path unless the client's address is one the full
         // pipeline treats otherwise (the appliance's own, or a Service address).
-        let cache = Some((h, Direction::Reverse, ip.src, ports.src, sid)).filter(|_| {
+        let cache = Some((h, Direction::Reverse, slots)).filter(|_| {
             fast_eligible(ip) && !self.is_own(ip.dst) && !ctx.table.is_service_addr(ip.dst)
         });
         self.route_out_caching(frame, len, at.l2, ip.dst, now, ctx, cache)
     }
 
+    /// Counts the packet in its Service's and backend's rows; returns their counter slots
+    /// (`NO_SLOT` for one that is not in the table), which the flow caches for the fast
+    /// path.
     fn count_service(
         &self,
         table: &ServiceTable,
@@ -858,15 +861,18 @@ impl Worker {
         bport: u16,
         ip: &Ip,
         new_flow: bool,
-    ) {
+    ) -> (u32, u32) {
         let bytes = (ip.end - ip.l3) as u64;
         let w = self.config.index;
-        if let Some(s) = table.service(sid) {
-            s.counters().count(w, bytes, new_flow);
-        }
-        if let Some(b) = table.backend_counters(sid, backend, bport) {
+        let Some(s) = table.service(sid) else {
+            return (NO_SLOT, NO_SLOT);
+        };
+        s.counters().count(w, bytes, new_flow);
+        let b = s.backend_counters(backend, bport);
+        if let Some(b) = b {
             b.count(w, bytes, new_flow);
         }
+        (s.counters().slot(), b.map_or(NO_SLOT, |c| c.slot()))
     }
 
     /// Chooses a backend for a new flow: the client's affinity pin (or a Maglev pick by
@@ -1250,7 +1256,7 @@ impl Worker {
     }
 
     /// [`Worker::route_out`], also caching the next hop in the flow `cache` names — (flow,
-    /// direction, backend, backend port, service) — for the fast path, when the MAC came
+    /// direction, (Service's and backend's counter slots)) — for the fast path, when the MAC came
     /// from the published neighbour snapshot (not from this worker's recent cache, which
     /// the snapshot's version does not cover).
     #[allow(clippy::too_many_arguments)]
@@ -1262,7 +1268,7 @@ impl Worker {
         dst: IpAddr,
         now: u64,
         ctx: &Context,
-        cache: Option<(FlowHandle, Direction, IpAddr, u16, ServiceId)>,
+        cache: Option<(FlowHandle, Direction, (u32, u32))>,
     ) -> Step<Verdict> {
         let hop = self
             .routes
@@ -1278,12 +1284,7 @@ impl Worker {
             .config
             .assume_resolved
             .or_else(|| ctx.neighbours.get(hop.addr));
-        if let (Some(m), Some((h, dir, backend, bport, sid))) = (published, cache) {
-            let (service_slot, backend_slot) =
-                ctx.table.service(sid).map_or((NO_SLOT, NO_SLOT), |s| {
-                    let b = s.backend_counters(backend, bport);
-                    (s.counters().slot(), b.map_or(NO_SLOT, |c| c.slot()))
-                });
+        if let (Some(m), Some((h, dir, (service_slot, backend_slot)))) = (published, cache) {
             let egress = Egress {
                 port: hop.port,
                 mac: m,
