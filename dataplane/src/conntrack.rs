@@ -624,7 +624,26 @@ impl ConnTrack {
     /// [`ConnTrack::update_tcp`] or [`ConnTrack::touch`].
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, now: u64) -> Option<(FlowHandle, Direction)> {
-        let (h, dir) = self.find(key)?;
+        let found = self.find(key);
+        self.unless_expired(found, now)
+    }
+
+    /// [`ConnTrack::lookup`] of a key whose buckets are known.
+    fn lookup_at(&mut self, s: &Slot, key: &FlowKey, now: u64) -> Option<(FlowHandle, Direction)> {
+        let found = self
+            .find_in(s.primary, s.tag, key)
+            .or_else(|| self.find_in(s.secondary, s.tag, key));
+        self.unless_expired(found, now)
+    }
+
+    /// A found flow, unless it has expired (then it is removed).
+    #[inline]
+    fn unless_expired(
+        &mut self,
+        found: Option<(FlowHandle, Direction)>,
+        now: u64,
+    ) -> Option<(FlowHandle, Direction)> {
+        let (h, dir) = found?;
         let f = self.flow(h)?;
         if now >= self.deadline(f) {
             self.unlink(h.index);
@@ -682,10 +701,13 @@ impl ConnTrack {
             protocol: forward.protocol,
             v6: forward.v6,
         };
-        if let Some((h, _)) = self.lookup(forward, now) {
+        // Each key's buckets, hashed once for both the checks and the placement.
+        let fs = self.slot(forward);
+        let rs = self.slot(&reverse);
+        if let Some((h, _)) = self.lookup_at(&fs, forward, now) {
             return Err(InsertError::Exists(h));
         }
-        if let Some((h, _)) = self.lookup(&reverse, now) {
+        if let Some((h, _)) = self.lookup_at(&rs, &reverse, now) {
             // A closing flow that left the same reply key behind (the client reused its
             // port for another frontend of the same backend) is over: the new flow takes
             // the key, as a new SYN takes over a TIME_WAIT connection in the kernel.
@@ -702,8 +724,6 @@ impl ConnTrack {
             self.remove(h);
             self.stats.reclaimed += 1;
         }
-        let fs = self.slot(forward);
-        let rs = self.slot(&reverse);
         if self.free.is_empty() {
             self.evict_for_slab(fs.primary, rs.primary, now);
         }

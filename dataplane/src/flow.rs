@@ -185,6 +185,9 @@ const OWNER_SEED: u64 = 0x6f77_6e65_7273_6869;
 /// `n_workers == 0` is treated as 1 (returns 0).
 #[inline]
 pub fn owner_worker(client_addr: IpAddr, client_port: u16, n_workers: usize) -> usize {
+    if n_workers <= 1 {
+        return 0;
+    }
     let (h, l) = FlowAddr::from_ip(client_addr).words();
     let x = hash_words(
         OWNER_SEED,
