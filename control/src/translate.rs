@@ -793,7 +793,8 @@ enum Planned {
 /// One backend pool of a Service, with the frontends that lead to it.
 #[derive(Clone, Debug)]
 struct PoolPlan {
-    spec: ServiceSpec,
+    /// Shared with the table service built from it.
+    spec: Arc<ServiceSpec>,
     frontends: Vec<(FrontendKey, FrontendKind, Vec<IpCidr>)>,
     usable: usize,
 }
@@ -912,7 +913,7 @@ impl ServiceContext<'_> {
         }
         let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
         for s in cluster_ip_strings {
-            match s.parse::<IpAddr>() {
+            match parse_ip(s) {
                 Ok(ip) => {
                     cluster_ips.entry(Family::of(ip)).or_insert(ip);
                 }
@@ -1001,19 +1002,14 @@ impl ServiceContext<'_> {
             };
             let port_name = port.name.as_deref().unwrap_or("");
             for (&family, &cluster_ip) in &cluster_ips {
-                let endpoints = self.endpoints(slices, family, port_name, protocol);
+                let mut endpoints = self.endpoints(slices, family, port_name, protocol);
                 let any_usable = usable_count(&endpoints.all) > 0;
-                let base = format!(
-                    "{}/{}:{}/{}",
-                    self.namespace,
-                    self.name,
-                    if port_name.is_empty() {
-                        port_num.to_string()
-                    } else {
-                        port_name.to_string()
-                    },
-                    family.address_type()
-                );
+                let (ns, name, family_name) = (self.namespace, self.name, family.address_type());
+                let base = if port_name.is_empty() {
+                    format!("{ns}/{name}:{port_num}/{family_name}")
+                } else {
+                    format!("{ns}/{name}:{port_name}/{family_name}")
+                };
                 let mut cluster_pool: Option<usize> = None;
                 let mut local_pool: Option<usize> = None;
                 let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
@@ -1033,19 +1029,22 @@ impl ServiceContext<'_> {
                         } else {
                             NoBackendAction::Reject
                         };
-                        (format!("{base}/local"), endpoints.local.clone(), action)
+                        // Each pool is made once: its backends move into it.
+                        let local = std::mem::take(&mut endpoints.local);
+                        (format!("{base}/local"), local, action)
                     } else {
-                        (base.clone(), endpoints.all.clone(), NoBackendAction::Reject)
+                        let all = std::mem::take(&mut endpoints.all);
+                        (base.clone(), all, NoBackendAction::Reject)
                     };
                     let usable = usable_count(&backends);
                     pools.push(PoolPlan {
-                        spec: ServiceSpec {
+                        spec: Arc::new(ServiceSpec {
                             name,
                             protocol,
                             backends,
                             affinity_timeout_secs: affinity,
                             no_backend,
-                        },
+                        }),
                         frontends: Vec::new(),
                         usable,
                     });
@@ -1121,7 +1120,7 @@ impl ServiceContext<'_> {
     fn parse_addrs(&mut self, addrs: &[String], what: &str) -> Vec<IpAddr> {
         let mut out = Vec::with_capacity(addrs.len());
         for s in addrs {
-            match s.parse::<IpAddr>() {
+            match parse_ip(s) {
                 Ok(ip) => out.push(ip),
                 Err(_) => self.warn(format!("{what} {s:?} is not an IP address; skipped")),
             }
@@ -1260,7 +1259,7 @@ impl ServiceContext<'_> {
     ) -> Option<IpAddr> {
         // kube-proxy uses the first address: the others are interchangeable.
         let first = ep.addresses.first()?;
-        match first.parse::<IpAddr>() {
+        match parse_ip(first) {
             Ok(a) if Family::of(a) == family => Some(a),
             Ok(a) => {
                 self.warn_slice(
@@ -1291,6 +1290,35 @@ fn usable_count(backends: &[Backend]) -> usize {
         .iter()
         .filter(|b| b.conditions.serving && b.conditions.terminating)
         .count()
+}
+
+/// An IP address as `str::parse::<IpAddr>` reads it. Dotted-quad IPv4 (the common
+/// case: every endpoint address) is read by a shortcut that accepts only what the
+/// standard parser accepts, with the same value; anything else goes to that parser.
+fn parse_ip(s: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    match parse_dotted_quad(s.as_bytes()) {
+        Some(v4) => Ok(IpAddr::V4(v4)),
+        None => s.parse(),
+    }
+}
+
+/// `a.b.c.d` with four decimal octets of one to three digits, no leading zero, each at
+/// most 255; `None` for anything else (which may still be an address).
+fn parse_dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut at, mut value, mut digits) = (0usize, 0u32, 0u32);
+    for &c in s {
+        if c == b'.' {
+            *octets.get_mut(at)? = u8::try_from(value).ok().filter(|_| digits > 0)?;
+            (at, value, digits) = (at + 1, 0, 0);
+        } else if c.is_ascii_digit() && digits < 3 && !(digits == 1 && value == 0) {
+            (value, digits) = (value * 10 + u32::from(c - b'0'), digits + 1);
+        } else {
+            return None;
+        }
+    }
+    *octets.get_mut(at).filter(|_| at == 3)? = u8::try_from(value).ok().filter(|_| digits > 0)?;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// A Service or EndpointSlice port protocol; unset means TCP.
@@ -2415,6 +2443,51 @@ mod tests {
             maglev(&one.table, "198.18.0.11:80/TCP"),
             maglev(&two.table, "198.18.0.11:80/TCP")
         ));
+    }
+
+    #[test]
+    fn ip_parse_shortcut_agrees_with_the_standard_parser() {
+        let fixed = [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "1.2.3.4.5",
+            " 1.2.3.4",
+            "1.2.3.4 ",
+            "1..3.4",
+            "1.2.3.",
+            ".1.2.3",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "1.2.3.1000",
+            "::1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "",
+            "None",
+            "1.2.3.4/32",
+            "١.2.3.4",
+        ];
+        for s in fixed {
+            assert_eq!(parse_ip(s), s.parse::<IpAddr>(), "{s:?}");
+        }
+        // Every string of up to 8 characters over digits and dots, sampled by a stride.
+        let alphabet = b"0123456789.";
+        let mut n: u64 = 0;
+        while n < 11u64.pow(8) {
+            let (mut k, mut text) = (n, String::new());
+            while k > 0 {
+                text.push(char::from(alphabet[(k % 11) as usize]));
+                k /= 11;
+            }
+            assert_eq!(parse_ip(&text), text.parse::<IpAddr>(), "{text:?}");
+            n += 997;
+        }
     }
 }
 

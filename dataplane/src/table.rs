@@ -279,7 +279,8 @@ pub struct ServiceSpec {
 /// tables share an unchanged service by `Arc` from one generation to the next.
 #[derive(Debug)]
 pub struct Service {
-    spec: ServiceSpec,
+    /// Shared with the control plane's plan it came from (no copy of the backend list).
+    spec: Arc<ServiceSpec>,
     /// The usable backends: ready ones; when none is ready, serving and terminating ones
     /// (kube-proxy's rule). Maglev indexes into this slice.
     usable: Arc<[Backend]>,
@@ -288,7 +289,7 @@ pub struct Service {
     key: u64,
     /// The seed the Maglev table was filled with.
     seed: u64,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
@@ -365,7 +366,7 @@ impl Service {
     /// The per-worker counters of a listed backend.
     #[inline]
     pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
-        self.listed.get(&(addr, port)).map(|b| &*b.counters)
+        self.listed.get(&(addr, port)).map(|b| &b.counters)
     }
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
@@ -373,7 +374,7 @@ impl Service {
     /// are the same, and the service's and same-addressed backends' counters when they
     /// are in `bank` (same worker count); new counters get slots of `bank`.
     fn build(
-        spec: ServiceSpec,
+        spec: Arc<ServiceSpec>,
         seed: u64,
         bank: &Arc<CounterBank>,
         earlier: Option<&Service>,
@@ -390,7 +391,7 @@ impl Service {
             let counters = counted
                 .and_then(|e| e.listed.get(&(b.addr, b.port)))
                 .map(|e| e.counters.clone())
-                .unwrap_or_else(|| Arc::new(bank.issue()));
+                .unwrap_or_else(|| bank.issue());
             let is_usable = usable
                 .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
                 .is_ok();
@@ -404,7 +405,7 @@ impl Service {
         }
         let counters = counted
             .map(|e| e.counters.clone())
-            .unwrap_or_else(|| Arc::new(bank.issue()));
+            .unwrap_or_else(|| bank.issue());
         let maglev = match earlier {
             Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
             _ => Arc::new(Maglev::new(
@@ -434,7 +435,7 @@ impl Service {
 struct BackendEntry {
     /// Whether new flows may use it (it is in the service's usable set).
     usable: bool,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
@@ -452,8 +453,15 @@ pub fn usable_backends(backends: &[Backend]) -> Vec<Backend> {
             .copied()
             .collect();
     }
-    usable.sort_by_key(|b| (b.addr, b.port));
-    usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    // The control plane hands backends over sorted and without duplicates: checking that
+    // costs one pass, sorting several.
+    let canonical = usable
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if (a.addr, a.port) < (b.addr, b.port)));
+    if !canonical {
+        usable.sort_by_key(|b| (b.addr, b.port));
+        usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    }
     usable
 }
 
@@ -589,7 +597,7 @@ impl ServiceTable {
         self.services.iter().enumerate().flat_map(|(i, s)| {
             s.listed
                 .iter()
-                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
+                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &b.counters))
         })
     }
 
@@ -629,7 +637,7 @@ impl ServiceTable {
 /// moves little).
 enum PendingService {
     /// To build, with the service it replaces if the caller named one.
-    Spec(Box<(ServiceSpec, Option<Arc<Service>>)>),
+    Spec(Box<(Arc<ServiceSpec>, Option<Arc<Service>>)>),
     /// Built already; kept as is when its seed and worker count match the table's.
     Built(Arc<Service>),
 }
@@ -675,19 +683,24 @@ impl ServiceTableBuilder {
         self
     }
 
-    /// Adds a service; the id is what its frontends name.
-    pub fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
+    /// Adds a service; the id is what its frontends name. A spec passed as an
+    /// `Arc<ServiceSpec>` is shared by the built service, not copied.
+    pub fn add_service(&mut self, spec: impl Into<Arc<ServiceSpec>>) -> ServiceId {
         self.services
-            .push(PendingService::Spec(Box::new((spec, None))));
+            .push(PendingService::Spec(Box::new((spec.into(), None))));
         ServiceId(self.services.len() as u32 - 1)
     }
 
     /// Adds a service that replaces `earlier`, a service of an earlier table with the
     /// same name: its Maglev table and counters are carried over as `build_reusing` would,
     /// without looking the name up in the previous table.
-    pub fn add_service_replacing(&mut self, spec: ServiceSpec, earlier: Arc<Service>) -> ServiceId {
+    pub fn add_service_replacing(
+        &mut self,
+        spec: impl Into<Arc<ServiceSpec>>,
+        earlier: Arc<Service>,
+    ) -> ServiceId {
         self.services
-            .push(PendingService::Spec(Box::new((spec, Some(earlier)))));
+            .push(PendingService::Spec(Box::new((spec.into(), Some(earlier)))));
         ServiceId(self.services.len() as u32 - 1)
     }
 
