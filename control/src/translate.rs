@@ -31,7 +31,6 @@
 //! - `loadBalancerSourceRanges` restrict the load balancer frontends.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -295,8 +294,7 @@ impl Translator {
             if Arc::ptr_eq(&svc, &e.service) && same_allocations(&e.slices, joined) {
                 continue;
             }
-            let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
-            let plan = plan_service(&svc, &refs, &self.settings);
+            let plan = plan_service(&svc, joined, &self.settings);
             e.service = svc;
             e.slices = joined.to_vec();
             old_plans.push((i, std::mem::replace(&mut e.plan, plan)));
@@ -469,12 +467,11 @@ impl Translator {
             let entry = match reused {
                 Some(e) => e,
                 None => {
-                    let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
                     planned.push(entries.len());
                     CacheEntry {
                         service: svc.clone(),
                         slices: joined.to_vec(),
-                        plan: plan_service(svc, &refs, &self.settings),
+                        plan: plan_service(svc, joined, &self.settings),
                         built: 0..0,
                         placed_warnings: Vec::new(),
                     }
@@ -799,7 +796,11 @@ struct PoolPlan {
     usable: usize,
 }
 
-fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettings) -> ServicePlan {
+fn plan_service<E: Borrow<EndpointSlice>>(
+    svc: &Service,
+    slices: &[E],
+    settings: &ProxySettings,
+) -> ServicePlan {
     let namespace = svc
         .metadata
         .namespace
@@ -846,6 +847,39 @@ impl Family {
     }
 }
 
+/// The first cluster IP of each family (IPv4, IPv6): the families a Service is served in.
+#[derive(Default)]
+struct ClusterIps([Option<IpAddr>; 2]);
+
+impl ClusterIps {
+    fn slot(&mut self, family: Family) -> Option<&mut Option<IpAddr>> {
+        self.0.get_mut(family as usize)
+    }
+
+    /// Records `ip` unless its family has one already.
+    fn add(&mut self, ip: IpAddr) {
+        if let Some(slot @ None) = self.slot(Family::of(ip)) {
+            *slot = Some(ip);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    fn serves(&self, family: Family) -> bool {
+        self.0.get(family as usize).is_some_and(Option::is_some)
+    }
+
+    /// (family, cluster IP) in family order.
+    fn served(&self) -> impl Iterator<Item = (Family, IpAddr)> + '_ {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .zip(&self.0)
+            .filter_map(|(f, ip)| Some((f, (*ip)?)))
+    }
+}
+
 /// Translation state for one Service.
 struct ServiceContext<'a> {
     namespace: &'a str,
@@ -879,7 +913,7 @@ impl ServiceContext<'_> {
         });
     }
 
-    fn plan(&mut self, svc: &Service, slices: &[&EndpointSlice]) -> Planned {
+    fn plan<E: Borrow<EndpointSlice>>(&mut self, svc: &Service, slices: &[E]) -> Planned {
         let labels = svc.metadata.labels.as_ref();
         if let Some(owner) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
             if self.settings.proxy_name.as_deref() != Some(owner.as_str()) {
@@ -900,9 +934,9 @@ impl ServiceContext<'_> {
         }
 
         // Cluster IPs: their families are the families this Service is served in.
-        let cluster_ip_strings: Vec<&str> = match spec.cluster_ips.as_deref() {
-            Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-            _ => spec.cluster_ip.as_deref().into_iter().collect(),
+        let cluster_ip_strings: &[String] = match spec.cluster_ips.as_deref() {
+            Some(ips) if !ips.is_empty() => ips,
+            _ => spec.cluster_ip.as_slice(),
         };
         if cluster_ip_strings.is_empty()
             || cluster_ip_strings
@@ -911,12 +945,10 @@ impl ServiceContext<'_> {
         {
             return Planned::Ignored(IgnoreReason::Headless);
         }
-        let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
+        let mut cluster_ips = ClusterIps::default();
         for s in cluster_ip_strings {
             match parse_ip(s) {
-                Ok(ip) => {
-                    cluster_ips.entry(Family::of(ip)).or_insert(ip);
-                }
+                Ok(ip) => cluster_ips.add(ip),
                 Err(_) => self.warn(format!("cluster IP {s:?} is not an IP address; skipped")),
             }
         }
@@ -988,7 +1020,7 @@ impl ServiceContext<'_> {
             node_ports_apply && spec.external_traffic_policy.as_deref() == Some("Local");
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         for addr in external_ips.iter().chain(&lb_ips) {
-            if !cluster_ips.contains_key(&Family::of(*addr)) {
+            if !cluster_ips.serves(Family::of(*addr)) {
                 self.warn(format!(
                     "{addr} is not of a family in clusterIPs; not captured"
                 ));
@@ -996,69 +1028,22 @@ impl ServiceContext<'_> {
         }
 
         let mut pools = Vec::new();
+        // (address, port, kind, local, source ranges) of one port and family; reused.
+        let mut frontends: Vec<(IpAddr, u16, FrontendKind, bool, Vec<IpCidr>)> = Vec::new();
         for port in spec.ports.as_deref().unwrap_or(&[]) {
             let Some((protocol, port_num, node_port)) = self.check_port(port) else {
                 continue;
             };
             let port_name = port.name.as_deref().unwrap_or("");
-            for (&family, &cluster_ip) in &cluster_ips {
-                let mut endpoints = self.endpoints(slices, family, port_name, protocol);
-                let any_usable = usable_count(&endpoints.all) > 0;
-                let (ns, name, family_name) = (self.namespace, self.name, family.address_type());
-                let base = if port_name.is_empty() {
-                    format!("{ns}/{name}:{port_num}/{family_name}")
-                } else {
-                    format!("{ns}/{name}:{port_name}/{family_name}")
-                };
-                let mut cluster_pool: Option<usize> = None;
-                let mut local_pool: Option<usize> = None;
-                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
-                    let slot = if local {
-                        &mut local_pool
-                    } else {
-                        &mut cluster_pool
-                    };
-                    if let Some(i) = *slot {
-                        return i;
-                    }
-                    let (name, backends, no_backend) = if local {
-                        // Endpoints exist elsewhere but none here: drop (kube-proxy's
-                        // "has no local endpoints"); none anywhere: reject.
-                        let action = if any_usable {
-                            NoBackendAction::Drop
-                        } else {
-                            NoBackendAction::Reject
-                        };
-                        // Each pool is made once: its backends move into it.
-                        let local = std::mem::take(&mut endpoints.local);
-                        (format!("{base}/local"), local, action)
-                    } else {
-                        let all = std::mem::take(&mut endpoints.all);
-                        (base.clone(), all, NoBackendAction::Reject)
-                    };
-                    let usable = usable_count(&backends);
-                    pools.push(PoolPlan {
-                        spec: Arc::new(ServiceSpec {
-                            name,
-                            protocol,
-                            backends,
-                            affinity_timeout_secs: affinity,
-                            no_backend,
-                        }),
-                        frontends: Vec::new(),
-                        usable,
-                    });
-                    *slot = Some(pools.len() - 1);
-                    pools.len() - 1
-                };
-
-                let mut frontends: Vec<(IpAddr, u16, FrontendKind, bool, Vec<IpCidr>)> = vec![(
+            for (family, cluster_ip) in cluster_ips.served() {
+                frontends.clear();
+                frontends.push((
                     cluster_ip,
                     port_num,
                     FrontendKind::ClusterIp,
                     internal_local,
                     Vec::new(),
-                )];
+                ));
                 for &ip in external_ips.iter().filter(|a| Family::of(**a) == family) {
                     frontends.push((
                         ip,
@@ -1095,7 +1080,64 @@ impl ServiceContext<'_> {
                         ));
                     }
                 }
-                for (addr, fport, kind, local, ranges) in frontends {
+                let needs_local = frontends.iter().any(|f| f.3);
+
+                let mut endpoints = self.endpoints(slices, family, port_name, protocol);
+                let any_usable = usable_count(&endpoints.all) > 0;
+                let (ns, name, family_name) = (self.namespace, self.name, family.address_type());
+                let mut base = if port_name.is_empty() {
+                    format!("{ns}/{name}:{port_num}/{family_name}")
+                } else {
+                    format!("{ns}/{name}:{port_name}/{family_name}")
+                };
+                let mut cluster_pool: Option<usize> = None;
+                let mut local_pool: Option<usize> = None;
+                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
+                    let slot = if local {
+                        &mut local_pool
+                    } else {
+                        &mut cluster_pool
+                    };
+                    if let Some(i) = *slot {
+                        return i;
+                    }
+                    // Each pool is made once: its backends (and the name, when no local
+                    // pool needs it after) move into it.
+                    let (name, backends, no_backend) = if local {
+                        // Endpoints exist elsewhere but none here: drop (kube-proxy's
+                        // "has no local endpoints"); none anywhere: reject.
+                        let action = if any_usable {
+                            NoBackendAction::Drop
+                        } else {
+                            NoBackendAction::Reject
+                        };
+                        let local = std::mem::take(&mut endpoints.local);
+                        (format!("{base}/local"), local, action)
+                    } else {
+                        let all = std::mem::take(&mut endpoints.all);
+                        let name = if needs_local {
+                            base.clone()
+                        } else {
+                            std::mem::take(&mut base)
+                        };
+                        (name, all, NoBackendAction::Reject)
+                    };
+                    let usable = usable_count(&backends);
+                    pools.push(PoolPlan {
+                        spec: Arc::new(ServiceSpec {
+                            name,
+                            protocol,
+                            backends,
+                            affinity_timeout_secs: affinity,
+                            no_backend,
+                        }),
+                        frontends: Vec::new(),
+                        usable,
+                    });
+                    *slot = Some(pools.len() - 1);
+                    pools.len() - 1
+                };
+                for (addr, fport, kind, local, ranges) in frontends.drain(..) {
                     let i = pool_for(local, &mut pools);
                     let key = FrontendKey {
                         addr,
@@ -1166,9 +1208,9 @@ impl ServiceContext<'_> {
     }
 
     /// Endpoints of the family for a Service port, merged across slices.
-    fn endpoints(
+    fn endpoints<E: Borrow<EndpointSlice>>(
         &mut self,
-        slices: &[&EndpointSlice],
+        slices: &[E],
         family: Family,
         port_name: &str,
         protocol: L4Protocol,
@@ -1177,6 +1219,7 @@ impl ServiceContext<'_> {
         // copy of a duplicate wins over the first one seen.
         let mut found: Vec<(Backend, bool)> = Vec::new();
         for slice in slices {
+            let slice: &EndpointSlice = slice.borrow();
             if slice.address_type != family.address_type() {
                 continue;
             }
@@ -1199,32 +1242,18 @@ impl ServiceContext<'_> {
                 found.push((backend, local));
             }
         }
-        // Stable: among duplicates the first seen comes first.
+        // Stable: among duplicates the first seen comes first; then one copy of each is
+        // kept, the first ready one if any is ready, else the first.
         found.sort_by_key(|(b, _)| (b.addr, b.port));
-        let mut all: Vec<Backend> = Vec::with_capacity(found.len());
-        let mut is_local: Vec<bool> = Vec::with_capacity(found.len());
-        for (backend, local) in found {
-            match (all.last_mut(), is_local.last_mut()) {
-                (Some(last), Some(last_local))
-                    if last.addr == backend.addr && last.port == backend.port =>
-                {
-                    if backend.conditions.ready && !last.conditions.ready {
-                        *last = backend;
-                        *last_local = local;
-                    }
-                }
-                _ => {
-                    all.push(backend);
-                    is_local.push(local);
-                }
+        found.dedup_by(|later, kept| {
+            let same = later.0.addr == kept.0.addr && later.0.port == kept.0.port;
+            if same && later.0.conditions.ready && !kept.0.conditions.ready {
+                *kept = *later;
             }
-        }
-        let local = all
-            .iter()
-            .zip(&is_local)
-            .filter(|(_, &l)| l)
-            .map(|(b, _)| *b)
-            .collect();
+            same
+        });
+        let all = found.iter().map(|(b, _)| *b).collect();
+        let local = found.iter().filter(|(_, l)| *l).map(|(b, _)| *b).collect();
         PortEndpoints { all, local }
     }
 
