@@ -395,13 +395,15 @@ impl Service {
                 .and_then(|e| e.listed.get(&(b.addr, b.port)))
                 .map(|e| e.counters.clone())
                 .unwrap_or_else(|| bank.issue());
-            let is_usable = usable
-                .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
-                .is_ok();
             slot.insert(BackendEntry {
-                usable: is_usable,
+                usable: false,
                 counters,
             });
+        }
+        for u in &usable {
+            if let Some(entry) = listed.get_mut(&(u.addr, u.port)) {
+                entry.usable = true;
+            }
         }
         let counters = counted
             .map(|e| e.counters.clone())
