@@ -1173,21 +1173,25 @@ impl ServiceContext<'_> {
     /// Protocol, port and node port of a Service port, or `None` (with a warning) when
     /// the port is unusable.
     fn check_port(&mut self, port: &ServicePort) -> Option<(L4Protocol, u16, Option<u16>)> {
-        let label = port
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| port.port.to_string());
+        // Named only in warnings, so made only for them.
+        let label = || {
+            port.name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| port.port.to_string())
+        };
         let Some(protocol) = parse_protocol(port.protocol.as_deref()) else {
             self.warn(format!(
-                "port {label}: unknown protocol {:?}; port skipped",
+                "port {}: unknown protocol {:?}; port skipped",
+                label(),
                 port.protocol.as_deref().unwrap_or("")
             ));
             return None;
         };
         let Some(num) = valid_port(port.port) else {
             self.warn(format!(
-                "port {label}: port {} out of range; port skipped",
+                "port {}: port {} out of range; port skipped",
+                label(),
                 port.port
             ));
             return None;
@@ -1198,7 +1202,8 @@ impl ServiceContext<'_> {
                 Some(n) => Some(n),
                 None => {
                     self.warn(format!(
-                        "port {label}: nodePort {n} out of range; port skipped"
+                        "port {}: nodePort {n} out of range; port skipped",
+                        label()
                     ));
                     return None;
                 }
