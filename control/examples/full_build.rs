@@ -2,6 +2,9 @@
 //! (`valgrind --tool=callgrind`, `perf record`) that want the work without criterion.
 //!
 //! cargo run --release -p kubypass-control --example full_build -- SERVICES PER_SERVICE [RUNS]
+//!
+//! After each run it also times the Maglev fills alone (the same tables, from the built
+//! services' usable backends), the part of a full build no other work can remove.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +14,8 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubypass_control::translate::LABEL_SERVICE_NAME;
 use kubypass_control::{ProxySettings, Publisher, Translator};
+use kubypass_dataplane::maglev::{Maglev, MaglevBackend};
+use kubypass_dataplane::table::backend_id;
 
 /// Endpoints per EndpointSlice, as the EndpointSlice controller caps them.
 const PER_SLICE: usize = 100;
@@ -95,7 +100,29 @@ fn main() {
             .publish(t.table, Some(start), start.elapsed())
             .expect("first publication");
         let took = start.elapsed();
-        drop((publisher, translator, t.status, t.warnings));
-        println!("{services}x{per}: {took:?}");
+        let table = publisher.current();
+        let seed = table.seed();
+        let ids: Vec<Vec<MaglevBackend>> = table
+            .services()
+            .iter()
+            .map(|s| {
+                s.usable_backends()
+                    .iter()
+                    .map(|b| MaglevBackend {
+                        id: backend_id(seed, b),
+                        weight: b.weight,
+                    })
+                    .collect()
+            })
+            .collect();
+        let fill_start = Instant::now();
+        let fills: Vec<Maglev> = ids.iter().map(|b| Maglev::new(b)).collect();
+        let fill = fill_start.elapsed();
+        assert!(fills
+            .iter()
+            .zip(table.services())
+            .all(|(f, s)| f == s.maglev()));
+        drop((table, publisher, translator, t.status, t.warnings, fills));
+        println!("{services}x{per}: full build {took:?}, Maglev fills alone {fill:?}");
     }
 }

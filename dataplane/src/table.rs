@@ -303,8 +303,8 @@ impl Service {
         self.key
     }
 
-    /// The service's packet, byte and new-flow counters, one slot per worker; the same
-    /// object in every table built with `build_reusing` from one holding this service.
+    /// The service's packet, byte and new-flow counters, one row per worker; the same
+    /// slot in every table built with `build_reusing` from one holding this service.
     #[inline]
     pub fn counters(&self) -> &TrafficSlots {
         &self.counters
