@@ -704,11 +704,18 @@ fn same_allocations(a: &[Arc<EndpointSlice>], b: &[Arc<EndpointSlice>]) -> bool 
 
 /// `namespace/name` of an object.
 fn object_key(meta: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or("default"),
-        meta.name.as_deref().unwrap_or("")
-    )
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    joined(&[namespace, "/", meta.name.as_deref().unwrap_or("")])
+}
+
+/// The parts one after the other, in a string allocated once (`format!` costs several
+/// times more, and keys and pool names are made for every Service).
+fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
 }
 
 /// `namespace/service-name` of the Service a slice belongs to; `None` for unlabelled
@@ -719,11 +726,8 @@ fn slice_key(slice: &EndpointSlice) -> Option<String> {
         return None;
     }
     let svc = labels.get(LABEL_SERVICE_NAME)?;
-    Some(format!(
-        "{}/{}",
-        slice.metadata.namespace.as_deref().unwrap_or("default"),
-        svc
-    ))
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    Some(joined(&[namespace, "/", svc]))
 }
 
 /// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
@@ -1088,7 +1092,7 @@ impl ServiceContext<'_> {
                 let mut base = if port_name.is_empty() {
                     format!("{ns}/{name}:{port_num}/{family_name}")
                 } else {
-                    format!("{ns}/{name}:{port_name}/{family_name}")
+                    joined(&[ns, "/", name, ":", port_name, "/", family_name])
                 };
                 let mut cluster_pool: Option<usize> = None;
                 let mut local_pool: Option<usize> = None;
@@ -1112,7 +1116,7 @@ impl ServiceContext<'_> {
                             NoBackendAction::Reject
                         };
                         let local = std::mem::take(&mut endpoints.local);
-                        (format!("{base}/local"), local, action)
+                        (joined(&[&base, "/local"]), local, action)
                     } else {
                         let all = std::mem::take(&mut endpoints.all);
                         let name = if needs_local {
