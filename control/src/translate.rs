@@ -31,7 +31,6 @@
 //! - `loadBalancerSourceRanges` restrict the load balancer frontends.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -295,8 +294,7 @@ impl Translator {
             if Arc::ptr_eq(&svc, &e.service) && same_allocations(&e.slices, joined) {
                 continue;
             }
-            let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
-            let plan = plan_service(&svc, &refs, &self.settings);
+            let plan = plan_service(&svc, joined, &self.settings);
             e.service = svc;
             e.slices = joined.to_vec();
             old_plans.push((i, std::mem::replace(&mut e.plan, plan)));
@@ -469,12 +467,11 @@ impl Translator {
             let entry = match reused {
                 Some(e) => e,
                 None => {
-                    let refs: Vec<&EndpointSlice> = joined.iter().map(|s| &**s).collect();
                     planned.push(entries.len());
                     CacheEntry {
                         service: svc.clone(),
                         slices: joined.to_vec(),
-                        plan: plan_service(svc, &refs, &self.settings),
+                        plan: plan_service(svc, joined, &self.settings),
                         built: 0..0,
                         placed_warnings: Vec::new(),
                     }
@@ -707,11 +704,18 @@ fn same_allocations(a: &[Arc<EndpointSlice>], b: &[Arc<EndpointSlice>]) -> bool 
 
 /// `namespace/name` of an object.
 fn object_key(meta: &ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or("default"),
-        meta.name.as_deref().unwrap_or("")
-    )
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    joined(&[namespace, "/", meta.name.as_deref().unwrap_or("")])
+}
+
+/// The parts one after the other, in a string allocated once (`format!` costs several
+/// times more, and keys and pool names are made for every Service).
+fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
 }
 
 /// `namespace/service-name` of the Service a slice belongs to; `None` for unlabelled
@@ -722,11 +726,8 @@ fn slice_key(slice: &EndpointSlice) -> Option<String> {
         return None;
     }
     let svc = labels.get(LABEL_SERVICE_NAME)?;
-    Some(format!(
-        "{}/{}",
-        slice.metadata.namespace.as_deref().unwrap_or("default"),
-        svc
-    ))
+    let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+    Some(joined(&[namespace, "/", svc]))
 }
 
 /// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
@@ -793,12 +794,17 @@ enum Planned {
 /// One backend pool of a Service, with the frontends that lead to it.
 #[derive(Clone, Debug)]
 struct PoolPlan {
-    spec: ServiceSpec,
+    /// Shared with the table service built from it.
+    spec: Arc<ServiceSpec>,
     frontends: Vec<(FrontendKey, FrontendKind, Vec<IpCidr>)>,
     usable: usize,
 }
 
-fn plan_service(svc: &Service, slices: &[&EndpointSlice], settings: &ProxySettings) -> ServicePlan {
+fn plan_service<E: Borrow<EndpointSlice>>(
+    svc: &Service,
+    slices: &[E],
+    settings: &ProxySettings,
+) -> ServicePlan {
     let namespace = svc
         .metadata
         .namespace
@@ -845,6 +851,39 @@ impl Family {
     }
 }
 
+/// The first cluster IP of each family (IPv4, IPv6): the families a Service is served in.
+#[derive(Default)]
+struct ClusterIps([Option<IpAddr>; 2]);
+
+impl ClusterIps {
+    fn slot(&mut self, family: Family) -> Option<&mut Option<IpAddr>> {
+        self.0.get_mut(family as usize)
+    }
+
+    /// Records `ip` unless its family has one already.
+    fn add(&mut self, ip: IpAddr) {
+        if let Some(slot @ None) = self.slot(Family::of(ip)) {
+            *slot = Some(ip);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    fn serves(&self, family: Family) -> bool {
+        self.0.get(family as usize).is_some_and(Option::is_some)
+    }
+
+    /// (family, cluster IP) in family order.
+    fn served(&self) -> impl Iterator<Item = (Family, IpAddr)> + '_ {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .zip(&self.0)
+            .filter_map(|(f, ip)| Some((f, (*ip)?)))
+    }
+}
+
 /// Translation state for one Service.
 struct ServiceContext<'a> {
     namespace: &'a str,
@@ -878,7 +917,7 @@ impl ServiceContext<'_> {
         });
     }
 
-    fn plan(&mut self, svc: &Service, slices: &[&EndpointSlice]) -> Planned {
+    fn plan<E: Borrow<EndpointSlice>>(&mut self, svc: &Service, slices: &[E]) -> Planned {
         let labels = svc.metadata.labels.as_ref();
         if let Some(owner) = labels.and_then(|l| l.get(LABEL_SERVICE_PROXY_NAME)) {
             if self.settings.proxy_name.as_deref() != Some(owner.as_str()) {
@@ -899,9 +938,9 @@ impl ServiceContext<'_> {
         }
 
         // Cluster IPs: their families are the families this Service is served in.
-        let cluster_ip_strings: Vec<&str> = match spec.cluster_ips.as_deref() {
-            Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-            _ => spec.cluster_ip.as_deref().into_iter().collect(),
+        let cluster_ip_strings: &[String] = match spec.cluster_ips.as_deref() {
+            Some(ips) if !ips.is_empty() => ips,
+            _ => spec.cluster_ip.as_slice(),
         };
         if cluster_ip_strings.is_empty()
             || cluster_ip_strings
@@ -910,12 +949,10 @@ impl ServiceContext<'_> {
         {
             return Planned::Ignored(IgnoreReason::Headless);
         }
-        let mut cluster_ips: BTreeMap<Family, IpAddr> = BTreeMap::new();
+        let mut cluster_ips = ClusterIps::default();
         for s in cluster_ip_strings {
-            match s.parse::<IpAddr>() {
-                Ok(ip) => {
-                    cluster_ips.entry(Family::of(ip)).or_insert(ip);
-                }
+            match parse_ip(s) {
+                Ok(ip) => cluster_ips.add(ip),
                 Err(_) => self.warn(format!("cluster IP {s:?} is not an IP address; skipped")),
             }
         }
@@ -987,7 +1024,7 @@ impl ServiceContext<'_> {
             node_ports_apply && spec.external_traffic_policy.as_deref() == Some("Local");
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         for addr in external_ips.iter().chain(&lb_ips) {
-            if !cluster_ips.contains_key(&Family::of(*addr)) {
+            if !cluster_ips.serves(Family::of(*addr)) {
                 self.warn(format!(
                     "{addr} is not of a family in clusterIPs; not captured"
                 ));
@@ -995,71 +1032,22 @@ impl ServiceContext<'_> {
         }
 
         let mut pools = Vec::new();
+        // (address, port, kind, local, source ranges) of one port and family; reused.
+        let mut frontends: Vec<(IpAddr, u16, FrontendKind, bool, Vec<IpCidr>)> = Vec::new();
         for port in spec.ports.as_deref().unwrap_or(&[]) {
             let Some((protocol, port_num, node_port)) = self.check_port(port) else {
                 continue;
             };
             let port_name = port.name.as_deref().unwrap_or("");
-            for (&family, &cluster_ip) in &cluster_ips {
-                let endpoints = self.endpoints(slices, family, port_name, protocol);
-                let any_usable = usable_count(&endpoints.all) > 0;
-                let base = format!(
-                    "{}/{}:{}/{}",
-                    self.namespace,
-                    self.name,
-                    if port_name.is_empty() {
-                        port_num.to_string()
-                    } else {
-                        port_name.to_string()
-                    },
-                    family.address_type()
-                );
-                let mut cluster_pool: Option<usize> = None;
-                let mut local_pool: Option<usize> = None;
-                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
-                    let slot = if local {
-                        &mut local_pool
-                    } else {
-                        &mut cluster_pool
-                    };
-                    if let Some(i) = *slot {
-                        return i;
-                    }
-                    let (name, backends, no_backend) = if local {
-                        // Endpoints exist elsewhere but none here: drop (kube-proxy's
-                        // "has no local endpoints"); none anywhere: reject.
-                        let action = if any_usable {
-                            NoBackendAction::Drop
-                        } else {
-                            NoBackendAction::Reject
-                        };
-                        (format!("{base}/local"), endpoints.local.clone(), action)
-                    } else {
-                        (base.clone(), endpoints.all.clone(), NoBackendAction::Reject)
-                    };
-                    let usable = usable_count(&backends);
-                    pools.push(PoolPlan {
-                        spec: ServiceSpec {
-                            name,
-                            protocol,
-                            backends,
-                            affinity_timeout_secs: affinity,
-                            no_backend,
-                        },
-                        frontends: Vec::new(),
-                        usable,
-                    });
-                    *slot = Some(pools.len() - 1);
-                    pools.len() - 1
-                };
-
-                let mut frontends: Vec<(IpAddr, u16, FrontendKind, bool, Vec<IpCidr>)> = vec![(
+            for (family, cluster_ip) in cluster_ips.served() {
+                frontends.clear();
+                frontends.push((
                     cluster_ip,
                     port_num,
                     FrontendKind::ClusterIp,
                     internal_local,
                     Vec::new(),
-                )];
+                ));
                 for &ip in external_ips.iter().filter(|a| Family::of(**a) == family) {
                     frontends.push((
                         ip,
@@ -1096,7 +1084,64 @@ impl ServiceContext<'_> {
                         ));
                     }
                 }
-                for (addr, fport, kind, local, ranges) in frontends {
+                let needs_local = frontends.iter().any(|f| f.3);
+
+                let mut endpoints = self.endpoints(slices, family, port_name, protocol);
+                let any_usable = usable_count(&endpoints.all) > 0;
+                let (ns, name, family_name) = (self.namespace, self.name, family.address_type());
+                let mut base = if port_name.is_empty() {
+                    format!("{ns}/{name}:{port_num}/{family_name}")
+                } else {
+                    joined(&[ns, "/", name, ":", port_name, "/", family_name])
+                };
+                let mut cluster_pool: Option<usize> = None;
+                let mut local_pool: Option<usize> = None;
+                let mut pool_for = |local: bool, pools: &mut Vec<PoolPlan>| -> usize {
+                    let slot = if local {
+                        &mut local_pool
+                    } else {
+                        &mut cluster_pool
+                    };
+                    if let Some(i) = *slot {
+                        return i;
+                    }
+                    // Each pool is made once: its backends (and the name, when no local
+                    // pool needs it after) move into it.
+                    let (name, backends, no_backend) = if local {
+                        // Endpoints exist elsewhere but none here: drop (kube-proxy's
+                        // "has no local endpoints"); none anywhere: reject.
+                        let action = if any_usable {
+                            NoBackendAction::Drop
+                        } else {
+                            NoBackendAction::Reject
+                        };
+                        let local = std::mem::take(&mut endpoints.local);
+                        (joined(&[&base, "/local"]), local, action)
+                    } else {
+                        let all = std::mem::take(&mut endpoints.all);
+                        let name = if needs_local {
+                            base.clone()
+                        } else {
+                            std::mem::take(&mut base)
+                        };
+                        (name, all, NoBackendAction::Reject)
+                    };
+                    let usable = usable_count(&backends);
+                    pools.push(PoolPlan {
+                        spec: Arc::new(ServiceSpec {
+                            name,
+                            protocol,
+                            backends,
+                            affinity_timeout_secs: affinity,
+                            no_backend,
+                        }),
+                        frontends: Vec::new(),
+                        usable,
+                    });
+                    *slot = Some(pools.len() - 1);
+                    pools.len() - 1
+                };
+                for (addr, fport, kind, local, ranges) in frontends.drain(..) {
                     let i = pool_for(local, &mut pools);
                     let key = FrontendKey {
                         addr,
@@ -1121,7 +1166,7 @@ impl ServiceContext<'_> {
     fn parse_addrs(&mut self, addrs: &[String], what: &str) -> Vec<IpAddr> {
         let mut out = Vec::with_capacity(addrs.len());
         for s in addrs {
-            match s.parse::<IpAddr>() {
+            match parse_ip(s) {
                 Ok(ip) => out.push(ip),
                 Err(_) => self.warn(format!("{what} {s:?} is not an IP address; skipped")),
             }
@@ -1132,21 +1177,25 @@ impl ServiceContext<'_> {
     /// Protocol, port and node port of a Service port, or `None` (with a warning) when
     /// the port is unusable.
     fn check_port(&mut self, port: &ServicePort) -> Option<(L4Protocol, u16, Option<u16>)> {
-        let label = port
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| port.port.to_string());
+        // Named only in warnings, so made only for them.
+        let label = || {
+            port.name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| port.port.to_string())
+        };
         let Some(protocol) = parse_protocol(port.protocol.as_deref()) else {
             self.warn(format!(
-                "port {label}: unknown protocol {:?}; port skipped",
+                "port {}: unknown protocol {:?}; port skipped",
+                label(),
                 port.protocol.as_deref().unwrap_or("")
             ));
             return None;
         };
         let Some(num) = valid_port(port.port) else {
             self.warn(format!(
-                "port {label}: port {} out of range; port skipped",
+                "port {}: port {} out of range; port skipped",
+                label(),
                 port.port
             ));
             return None;
@@ -1157,7 +1206,8 @@ impl ServiceContext<'_> {
                 Some(n) => Some(n),
                 None => {
                     self.warn(format!(
-                        "port {label}: nodePort {n} out of range; port skipped"
+                        "port {}: nodePort {n} out of range; port skipped",
+                        label()
                     ));
                     return None;
                 }
@@ -1167,9 +1217,9 @@ impl ServiceContext<'_> {
     }
 
     /// Endpoints of the family for a Service port, merged across slices.
-    fn endpoints(
+    fn endpoints<E: Borrow<EndpointSlice>>(
         &mut self,
-        slices: &[&EndpointSlice],
+        slices: &[E],
         family: Family,
         port_name: &str,
         protocol: L4Protocol,
@@ -1178,6 +1228,7 @@ impl ServiceContext<'_> {
         // copy of a duplicate wins over the first one seen.
         let mut found: Vec<(Backend, bool)> = Vec::new();
         for slice in slices {
+            let slice: &EndpointSlice = slice.borrow();
             if slice.address_type != family.address_type() {
                 continue;
             }
@@ -1200,32 +1251,18 @@ impl ServiceContext<'_> {
                 found.push((backend, local));
             }
         }
-        // Stable: among duplicates the first seen comes first.
+        // Stable: among duplicates the first seen comes first; then one copy of each is
+        // kept, the first ready one if any is ready, else the first.
         found.sort_by_key(|(b, _)| (b.addr, b.port));
-        let mut all: Vec<Backend> = Vec::with_capacity(found.len());
-        let mut is_local: Vec<bool> = Vec::with_capacity(found.len());
-        for (backend, local) in found {
-            match (all.last_mut(), is_local.last_mut()) {
-                (Some(last), Some(last_local))
-                    if last.addr == backend.addr && last.port == backend.port =>
-                {
-                    if backend.conditions.ready && !last.conditions.ready {
-                        *last = backend;
-                        *last_local = local;
-                    }
-                }
-                _ => {
-                    all.push(backend);
-                    is_local.push(local);
-                }
+        found.dedup_by(|later, kept| {
+            let same = later.0.addr == kept.0.addr && later.0.port == kept.0.port;
+            if same && later.0.conditions.ready && !kept.0.conditions.ready {
+                *kept = *later;
             }
-        }
-        let local = all
-            .iter()
-            .zip(&is_local)
-            .filter(|(_, &l)| l)
-            .map(|(b, _)| *b)
-            .collect();
+            same
+        });
+        let all = found.iter().map(|(b, _)| *b).collect();
+        let local = found.iter().filter(|(_, l)| *l).map(|(b, _)| *b).collect();
         PortEndpoints { all, local }
     }
 
@@ -1260,7 +1297,7 @@ impl ServiceContext<'_> {
     ) -> Option<IpAddr> {
         // kube-proxy uses the first address: the others are interchangeable.
         let first = ep.addresses.first()?;
-        match first.parse::<IpAddr>() {
+        match parse_ip(first) {
             Ok(a) if Family::of(a) == family => Some(a),
             Ok(a) => {
                 self.warn_slice(
@@ -1291,6 +1328,35 @@ fn usable_count(backends: &[Backend]) -> usize {
         .iter()
         .filter(|b| b.conditions.serving && b.conditions.terminating)
         .count()
+}
+
+/// An IP address as `str::parse::<IpAddr>` reads it. Dotted-quad IPv4 (the common
+/// case: every endpoint address) is read by a shortcut that accepts only what the
+/// standard parser accepts, with the same value; anything else goes to that parser.
+fn parse_ip(s: &str) -> Result<IpAddr, std::net::AddrParseError> {
+    match parse_dotted_quad(s.as_bytes()) {
+        Some(v4) => Ok(IpAddr::V4(v4)),
+        None => s.parse(),
+    }
+}
+
+/// `a.b.c.d` with four decimal octets of one to three digits, no leading zero, each at
+/// most 255; `None` for anything else (which may still be an address).
+fn parse_dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut at, mut value, mut digits) = (0usize, 0u32, 0u32);
+    for &c in s {
+        if c == b'.' {
+            *octets.get_mut(at)? = u8::try_from(value).ok().filter(|_| digits > 0)?;
+            (at, value, digits) = (at + 1, 0, 0);
+        } else if c.is_ascii_digit() && digits < 3 && !(digits == 1 && value == 0) {
+            (value, digits) = (value * 10 + u32::from(c - b'0'), digits + 1);
+        } else {
+            return None;
+        }
+    }
+    *octets.get_mut(at).filter(|_| at == 3)? = u8::try_from(value).ok().filter(|_| digits > 0)?;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// A Service or EndpointSlice port protocol; unset means TCP.
@@ -2415,6 +2481,51 @@ mod tests {
             maglev(&one.table, "198.18.0.11:80/TCP"),
             maglev(&two.table, "198.18.0.11:80/TCP")
         ));
+    }
+
+    #[test]
+    fn ip_parse_shortcut_agrees_with_the_standard_parser() {
+        let fixed = [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "1.2.3.4.5",
+            " 1.2.3.4",
+            "1.2.3.4 ",
+            "1..3.4",
+            "1.2.3.",
+            ".1.2.3",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "1.2.3.1000",
+            "::1",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "",
+            "None",
+            "1.2.3.4/32",
+            "١.2.3.4",
+        ];
+        for s in fixed {
+            assert_eq!(parse_ip(s), s.parse::<IpAddr>(), "{s:?}");
+        }
+        // Every string of up to 8 characters over digits and dots, sampled by a stride.
+        let alphabet = b"0123456789.";
+        let mut n: u64 = 0;
+        while n < 11u64.pow(8) {
+            let (mut k, mut text) = (n, String::new());
+            while k > 0 {
+                text.push(char::from(alphabet[(k % 11) as usize]));
+                k /= 11;
+            }
+            assert_eq!(parse_ip(&text), text.parse::<IpAddr>(), "{text:?}");
+            n += 997;
+        }
     }
 }
 

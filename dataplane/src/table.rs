@@ -279,16 +279,17 @@ pub struct ServiceSpec {
 /// tables share an unchanged service by `Arc` from one generation to the next.
 #[derive(Debug)]
 pub struct Service {
-    spec: ServiceSpec,
+    /// Shared with the control plane's plan it came from (no copy of the backend list).
+    spec: Arc<ServiceSpec>,
     /// The usable backends: ready ones; when none is ready, serving and terminating ones
     /// (kube-proxy's rule). Maglev indexes into this slice.
-    usable: Arc<[Backend]>,
+    usable: Box<[Backend]>,
     maglev: Arc<Maglev>,
     /// [`service_key`] of the name: what affinity entries are keyed by.
     key: u64,
     /// The seed the Maglev table was filled with.
     seed: u64,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
@@ -302,8 +303,8 @@ impl Service {
         self.key
     }
 
-    /// The service's packet, byte and new-flow counters, one slot per worker; the same
-    /// object in every table built with `build_reusing` from one holding this service.
+    /// The service's packet, byte and new-flow counters, one row per worker; the same
+    /// slot in every table built with `build_reusing` from one holding this service.
     #[inline]
     pub fn counters(&self) -> &TrafficSlots {
         &self.counters
@@ -365,18 +366,20 @@ impl Service {
     /// The per-worker counters of a listed backend.
     #[inline]
     pub fn backend_counters(&self, addr: IpAddr, port: u16) -> Option<&TrafficSlots> {
-        self.listed.get(&(addr, port)).map(|b| &*b.counters)
+        self.listed.get(&(addr, port)).map(|b| &b.counters)
     }
 
     /// Builds a service from its spec. From `earlier` (the same-named service of an
     /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
     /// are the same, and the service's and same-addressed backends' counters when they
     /// are in `bank` (same worker count); new counters get slots of `bank`.
+    /// `scratch` is working space the caller may reuse from one service to the next.
     fn build(
-        spec: ServiceSpec,
+        spec: Arc<ServiceSpec>,
         seed: u64,
         bank: &Arc<CounterBank>,
         earlier: Option<&Service>,
+        scratch: &mut Vec<MaglevBackend>,
     ) -> Service {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
         let counted = earlier.filter(|e| e.counters.is_in(bank));
@@ -384,43 +387,42 @@ impl Service {
         let mut listed = FastMap::default();
         listed.reserve(spec.backends.len());
         for b in &spec.backends {
-            if listed.contains_key(&(b.addr, b.port)) {
+            let std::collections::hash_map::Entry::Vacant(slot) = listed.entry((b.addr, b.port))
+            else {
                 continue;
-            }
+            };
             let counters = counted
                 .and_then(|e| e.listed.get(&(b.addr, b.port)))
                 .map(|e| e.counters.clone())
-                .unwrap_or_else(|| Arc::new(bank.issue()));
-            let is_usable = usable
-                .binary_search_by_key(&(b.addr, b.port), |u| (u.addr, u.port))
-                .is_ok();
-            listed.insert(
-                (b.addr, b.port),
-                BackendEntry {
-                    usable: is_usable,
-                    counters,
-                },
-            );
+                .unwrap_or_else(|| bank.issue());
+            slot.insert(BackendEntry {
+                usable: false,
+                counters,
+            });
+        }
+        for u in &usable {
+            if let Some(entry) = listed.get_mut(&(u.addr, u.port)) {
+                entry.usable = true;
+            }
         }
         let counters = counted
             .map(|e| e.counters.clone())
-            .unwrap_or_else(|| Arc::new(bank.issue()));
+            .unwrap_or_else(|| bank.issue());
         let maglev = match earlier {
             Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
-            _ => Arc::new(Maglev::new(
-                &usable
-                    .iter()
-                    .map(|b| MaglevBackend {
-                        id: backend_id(seed, b),
-                        weight: b.weight,
-                    })
-                    .collect::<Vec<_>>(),
-            )),
+            _ => {
+                scratch.clear();
+                scratch.extend(usable.iter().map(|b| MaglevBackend {
+                    id: backend_id(seed, b),
+                    weight: b.weight,
+                }));
+                Arc::new(Maglev::new(scratch))
+            }
         };
         Service {
             key: service_key(&spec.name),
             spec,
-            usable: usable.into(),
+            usable: usable.into_boxed_slice(),
             maglev,
             seed,
             counters,
@@ -434,26 +436,31 @@ impl Service {
 struct BackendEntry {
     /// Whether new flows may use it (it is in the service's usable set).
     usable: bool,
-    counters: Arc<TrafficSlots>,
+    counters: TrafficSlots,
 }
 
 /// The usable subset of `backends`: ready ones, or when none is ready the serving and
 /// terminating ones, in a canonical order (so equal sets build equal Maglev tables).
 pub fn usable_backends(backends: &[Backend]) -> Vec<Backend> {
-    let mut usable: Vec<Backend> = backends
-        .iter()
-        .filter(|b| b.conditions.ready)
-        .copied()
-        .collect();
+    // Sized for all (usually all are ready), so the list is allocated once and not shrunk.
+    let mut usable: Vec<Backend> = Vec::with_capacity(backends.len());
+    usable.extend(backends.iter().filter(|b| b.conditions.ready));
     if usable.is_empty() {
-        usable = backends
-            .iter()
-            .filter(|b| b.conditions.serving && b.conditions.terminating)
-            .copied()
-            .collect();
+        usable.extend(
+            backends
+                .iter()
+                .filter(|b| b.conditions.serving && b.conditions.terminating),
+        );
     }
-    usable.sort_by_key(|b| (b.addr, b.port));
-    usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    // The control plane hands backends over sorted and without duplicates: checking that
+    // costs one pass, sorting several.
+    let canonical = usable
+        .windows(2)
+        .all(|w| matches!(w, [a, b] if (a.addr, a.port) < (b.addr, b.port)));
+    if !canonical {
+        usable.sort_by_key(|b| (b.addr, b.port));
+        usable.dedup_by(|a, b| a.addr == b.addr && a.port == b.port);
+    }
     usable
 }
 
@@ -589,7 +596,7 @@ impl ServiceTable {
         self.services.iter().enumerate().flat_map(|(i, s)| {
             s.listed
                 .iter()
-                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &*b.counters))
+                .map(move |(&(addr, port), b)| (ServiceId(i as u32), addr, port, &b.counters))
         })
     }
 
@@ -625,11 +632,11 @@ impl ServiceTable {
     }
 }
 
-/// A service waiting in a builder (a pointer wide, so a builder of shared services
+/// A service waiting in a builder (two pointers wide, so a builder of shared services
 /// moves little).
 enum PendingService {
     /// To build, with the service it replaces if the caller named one.
-    Spec(Box<(ServiceSpec, Option<Arc<Service>>)>),
+    Spec(Arc<ServiceSpec>, Option<Arc<Service>>),
     /// Built already; kept as is when its seed and worker count match the table's.
     Built(Arc<Service>),
 }
@@ -675,19 +682,23 @@ impl ServiceTableBuilder {
         self
     }
 
-    /// Adds a service; the id is what its frontends name.
-    pub fn add_service(&mut self, spec: ServiceSpec) -> ServiceId {
-        self.services
-            .push(PendingService::Spec(Box::new((spec, None))));
+    /// Adds a service; the id is what its frontends name. A spec passed as an
+    /// `Arc<ServiceSpec>` is shared by the built service, not copied.
+    pub fn add_service(&mut self, spec: impl Into<Arc<ServiceSpec>>) -> ServiceId {
+        self.services.push(PendingService::Spec(spec.into(), None));
         ServiceId(self.services.len() as u32 - 1)
     }
 
     /// Adds a service that replaces `earlier`, a service of an earlier table with the
     /// same name: its Maglev table and counters are carried over as `build_reusing` would,
     /// without looking the name up in the previous table.
-    pub fn add_service_replacing(&mut self, spec: ServiceSpec, earlier: Arc<Service>) -> ServiceId {
+    pub fn add_service_replacing(
+        &mut self,
+        spec: impl Into<Arc<ServiceSpec>>,
+        earlier: Arc<Service>,
+    ) -> ServiceId {
         self.services
-            .push(PendingService::Spec(Box::new((spec, Some(earlier)))));
+            .push(PendingService::Spec(spec.into(), Some(earlier)));
         ServiceId(self.services.len() as u32 - 1)
     }
 
@@ -770,7 +781,7 @@ impl ServiceTableBuilder {
         // new ones are in one bank.
         let handed_over = self.services.iter().find_map(|p| match p {
             PendingService::Built(s) => Some(s.counters.bank()),
-            PendingService::Spec(b) => b.1.as_ref().map(|s| s.counters.bank()),
+            PendingService::Spec(_, earlier) => earlier.as_ref().map(|s| s.counters.bank()),
         });
         let bank = previous
             .map(|p| &p.bank)
@@ -788,20 +799,27 @@ impl ServiceTableBuilder {
                 .copied()
         };
         let mut services = Vec::with_capacity(self.services.len());
+        let mut scratch = Vec::new();
         for pending in self.services {
             services.push(match pending {
                 PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => s,
                 PendingService::Built(s) => {
                     let earlier = earlier_named(s.name()).unwrap_or(&*s);
-                    Arc::new(Service::build(s.spec.clone(), seed, &bank, Some(earlier)))
+                    let spec = Arc::clone(&s.spec);
+                    Arc::new(Service::build(
+                        spec,
+                        seed,
+                        &bank,
+                        Some(earlier),
+                        &mut scratch,
+                    ))
                 }
-                PendingService::Spec(pending) => {
-                    let (spec, earlier) = *pending;
+                PendingService::Spec(spec, earlier) => {
                     let earlier = match earlier.as_deref() {
                         Some(e) => Some(e),
                         None => earlier_named(&spec.name),
                     };
-                    Arc::new(Service::build(spec, seed, &bank, earlier))
+                    Arc::new(Service::build(spec, seed, &bank, earlier, &mut scratch))
                 }
             });
         }

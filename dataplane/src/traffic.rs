@@ -8,8 +8,9 @@
 //! writes a cache line another worker writes. A flow remembers the slots of its Service and
 //! backend, so counting needs no lookup, however many Services the table has.
 //!
-//! Lifetime. A [`TrafficSlots`] is the handle of one slot; tables share it by `Arc` for as
-//! long as the Service or backend it counts exists, so counts survive table changes. When
+//! Lifetime. A [`TrafficSlots`] is a handle of one slot; tables hold clones of it (the
+//! bank keeps a count of a slot's handles, so a handle costs no allocation) for as long as
+//! the Service or backend it counts exists, so counts survive table changes. When
 //! the last handle goes (no table can still count into it) the slot is released: marked in
 //! a bitmap with one atomic operation (a worker may drop the last table), and issued again,
 //! zeroed, once the bank has no fresh slot left.
@@ -57,11 +58,12 @@ pub struct CounterBank {
 }
 
 /// [`CHUNK_ROWS`] slots: every worker's rows (worker-major: worker `w`'s rows are
-/// `rows[w * CHUNK_ROWS..][..CHUNK_ROWS]`, far from the others'), and one bit per
-/// released slot.
+/// `rows[w * CHUNK_ROWS..][..CHUNK_ROWS]`, far from the others'), each slot's handle
+/// count, and one bit per released slot.
 #[derive(Debug)]
 struct Chunk {
     rows: Box<[TrafficCounters]>,
+    handles: Box<[AtomicU32]>,
     released: Box<[AtomicU64]>,
 }
 
@@ -90,8 +92,12 @@ impl CounterBank {
                 rows: (0..self.workers * CHUNK_ROWS)
                     .map(|_| TrafficCounters::default())
                     .collect(),
+                handles: (0..CHUNK_ROWS).map(|_| AtomicU32::new(0)).collect(),
                 released: (0..CHUNK_ROWS / 64).map(|_| AtomicU64::new(0)).collect(),
             });
+            if let Some(h) = chunk.handles.get(slot as usize % CHUNK_ROWS) {
+                h.store(1, Ordering::Relaxed);
+            }
             for w in 0..self.workers {
                 if let Some(r) = chunk.rows.get(w * CHUNK_ROWS + slot as usize % CHUNK_ROWS) {
                     r.packets.store(0, Ordering::Relaxed);
@@ -130,6 +136,12 @@ impl CounterBank {
             }
         }
         recycled.pop().unwrap_or(NO_SLOT)
+    }
+
+    /// The handle count of an issued `slot`.
+    fn handles(&self, slot: u32) -> Option<&AtomicU32> {
+        let chunk = self.chunks.get(slot as usize / CHUNK_ROWS)?.get()?;
+        chunk.handles.get(slot as usize % CHUNK_ROWS)
     }
 
     fn release(&self, slot: u32) {
@@ -195,8 +207,8 @@ impl CounterBank {
     }
 }
 
-/// The counters of one Service or backend: a slot of a [`CounterBank`], released when
-/// dropped. Shared by `Arc` between the tables that hold the Service or backend.
+/// The counters of one Service or backend: a handle of a slot of a [`CounterBank`].
+/// Clones count into the same slot; the slot is released when the last handle is dropped.
 #[derive(Debug)]
 pub struct TrafficSlots {
     bank: Arc<CounterBank>,
@@ -239,9 +251,29 @@ impl TrafficSlots {
     }
 }
 
+impl Clone for TrafficSlots {
+    fn clone(&self) -> Self {
+        if let Some(h) = self.bank.handles(self.slot) {
+            // As `Arc::clone`: the caller's handle keeps the slot alive, so no ordering.
+            h.fetch_add(1, Ordering::Relaxed);
+        }
+        TrafficSlots {
+            bank: Arc::clone(&self.bank),
+            slot: self.slot,
+        }
+    }
+}
+
 impl Drop for TrafficSlots {
     fn drop(&mut self) {
-        if self.slot != NO_SLOT {
+        // As `Arc`'s drop: the last handle sees every count made through the others
+        // before it releases the slot for reuse.
+        let last = self
+            .bank
+            .handles(self.slot)
+            .is_some_and(|h| h.fetch_sub(1, Ordering::Release) == 1);
+        if last {
+            std::sync::atomic::fence(Ordering::Acquire);
             self.bank.release(self.slot);
         }
     }
@@ -271,6 +303,30 @@ mod tests {
         );
         assert_eq!(b.totals().bytes, 10);
         bank.count(0, NO_SLOT, 1, false); // ignored, no panic
+    }
+
+    #[test]
+    fn a_slot_is_released_when_its_last_handle_goes() {
+        let bank = CounterBank::new(1);
+        let first = bank.issue();
+        let slot = first.slot();
+        let copy = first.clone();
+        assert_eq!(copy.slot(), slot);
+        copy.count(0, 5, false);
+        assert_eq!(first.totals().bytes, 5);
+        drop(first);
+        // Still held by `copy`: not released, so not issued again.
+        bank.fresh
+            .store((CHUNK_ROWS * MAX_CHUNKS) as u32, Ordering::Relaxed);
+        assert_eq!(bank.issue().slot(), NO_SLOT);
+        drop(copy);
+        let again = bank.issue();
+        assert_eq!(again.slot(), slot);
+        assert_eq!(again.totals(), TrafficTotals::default());
+        // A clone of no slot counts nothing and releases nothing.
+        let none = bank.issue();
+        assert_eq!(none.slot(), NO_SLOT);
+        drop(none.clone());
     }
 
     #[test]
