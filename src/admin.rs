@@ -298,6 +298,21 @@ impl Snapshot {
                     "ARP/ND requests sent for unresolved next hops.",
                     p.neighbour_requests.load(r),
                 ),
+                c(
+                    "kubypass_conntrack_expired",
+                    "Tracked flows removed when their timeout passed.",
+                    p.conntrack_expired.load(r),
+                ),
+                c(
+                    "kubypass_conntrack_evicted",
+                    "Live tracked flows removed to admit new ones (the table was full).",
+                    p.conntrack_evicted.load(r),
+                ),
+                c(
+                    "kubypass_flow_counts_dropped",
+                    "Packets of removed flows that never reached their Service's and backend's counters.",
+                    p.flow_counts_dropped.load(r),
+                ),
             ]);
             out.samples.push((
                 "kubypass_conntrack_entries",
@@ -565,6 +580,7 @@ mod tests {
         s.workers.pipeline[0].count_drop(DropReason::NoFlow);
         s.workers.pipeline[0].count_drop(DropReason::NoFlow);
         bump(&s.workers.pipeline[0].dnat, 5);
+        bump(&s.workers.pipeline[0].conntrack_evicted, 3);
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/manifests");
         let t = load_manifests(&[dir], &ProxySettings::default()).unwrap();
@@ -594,6 +610,8 @@ mod tests {
         for line in [
             "kubypass_rx_frames_total{worker=\"0\"} 7",
             "kubypass_dnat_frames_total{worker=\"0\"} 5",
+            "kubypass_conntrack_evicted_total{worker=\"0\"} 3",
+            "kubypass_flow_counts_dropped_total{worker=\"0\"} 0",
             "kubypass_pipeline_drops_total{worker=\"0\",reason=\"no_flow\"} 2",
             "kubypass_pipeline_drops_total{worker=\"0\",reason=\"ttl_exceeded\"} 0",
             "kubypass_table_generation 0.0",

@@ -46,6 +46,14 @@ pub struct PipelineCounters {
     pub neighbour_requests: AtomicU64,
     /// Tracked flows now (a gauge).
     pub conntrack_entries: AtomicU64,
+    /// Tracked flows removed because their timeout passed (as of the last slow job).
+    pub conntrack_expired: AtomicU64,
+    /// Live tracked flows removed to admit new ones (as of the last slow job).
+    pub conntrack_evicted: AtomicU64,
+    /// Packets removed flows had counted that never reached their Service's and backend's
+    /// counters (more removals between two hand-overs than the conntrack keeps; as of the
+    /// last slow job).
+    pub flow_counts_dropped: AtomicU64,
     /// Drops, indexed by [`DropReason::index`].
     pub drops: [AtomicU64; DropReason::COUNT],
 }
@@ -66,6 +74,9 @@ impl Default for PipelineCounters {
             fragments_followed: AtomicU64::new(0),
             neighbour_requests: AtomicU64::new(0),
             conntrack_entries: AtomicU64::new(0),
+            conntrack_expired: AtomicU64::new(0),
+            conntrack_evicted: AtomicU64::new(0),
+            flow_counts_dropped: AtomicU64::new(0),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }

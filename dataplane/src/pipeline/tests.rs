@@ -2094,6 +2094,71 @@ fn counts_a_flow_holds_follow_its_service_but_not_a_backend_that_left() {
 }
 
 #[test]
+fn the_slow_job_hands_flows_counts_over_and_mirrors_conntrack_figures() {
+    let t = table();
+    let n = NeighbourTable::default();
+    let ctx = Context {
+        table: &t,
+        neighbours: &n,
+    };
+    let mut w = Worker::new(config(0, 1));
+    let client = ip(CLIENT);
+    let (v, out) = run(
+        &mut w,
+        &t,
+        &n,
+        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+        0,
+        1,
+    );
+    assert_eq!(v, Verdict::Forward(1));
+    let (be, bport) = dnat_target(&out);
+    let synack = from_backend()
+        .ip(be, client)
+        .tcp(bport, 40000)
+        .syn_ack()
+        .build();
+    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
+    let ack = from_client().ip(client, ip(VIP)).tcp(40000, 80).build();
+    for now in 3..8 {
+        assert_eq!(run(&mut w, &t, &n, &ack, 0, now).0, Verdict::Forward(1));
+    }
+    assert_eq!(fast_frames(&w), 5);
+    let web = t.service(ServiceId(0)).unwrap();
+    let packets = || web.counters().totals().packets;
+    assert_eq!(packets(), 2);
+    // One sweep of the conntrack (slow jobs examine a slice each): the flow's five
+    // packets reach the rows.
+    let sweep = |w: &mut Worker, now: u64| {
+        let jobs = w
+            .conntrack()
+            .capacity()
+            .div_ceil(super::worker::EXPIRE_BUDGET);
+        for _ in 0..jobs {
+            w.slow_job(now, &ctx);
+        }
+    };
+    sweep(&mut w, 8);
+    assert_eq!(packets(), 7);
+    assert_eq!(relaxed(&w.counters().conntrack_entries), 1);
+    // Days later the flow has expired; the next sweep removes it and says so.
+    for now in 9..12 {
+        assert_eq!(run(&mut w, &t, &n, &ack, 0, now).0, Verdict::Forward(1));
+    }
+    sweep(&mut w, 86_400 * 1_000_000_000 * 8);
+    assert_eq!(
+        packets(),
+        10,
+        "an expiring flow's held packets are counted first"
+    );
+    let c = w.counters();
+    assert_eq!(relaxed(&c.conntrack_entries), 0);
+    assert_eq!(relaxed(&c.conntrack_expired), 1);
+    assert_eq!(relaxed(&c.conntrack_evicted), 0);
+    assert_eq!(relaxed(&c.flow_counts_dropped), 0);
+}
+
+#[test]
 fn the_fast_path_follows_a_changed_neighbour_mac() {
     const OLD: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x01];
     const NEW: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];

@@ -69,7 +69,7 @@ const ETHERNET_HEADER_LEN: usize = 14;
 /// TTL / hop limit of packets the appliance originates.
 const OWN_TTL: u8 = 64;
 /// Slots examined per `slow_job` call in each table.
-const EXPIRE_BUDGET: usize = 512;
+pub(crate) const EXPIRE_BUDGET: usize = 512;
 /// Round-robin positions per worker (indexed by service id).
 const RR_SLOTS: usize = 1024;
 /// Next hops whose resolution is being rate-limited.
@@ -225,7 +225,7 @@ impl Worker {
 
     /// Bounded periodic work: expires conntrack, affinity and fragment entries (a few
     /// hundred slots each per call), adds the packets the examined flows counted to the
-    /// current table's counter rows, and refreshes the conntrack gauge.
+    /// current table's counter rows, and refreshes the conntrack gauge and counters.
     pub fn slow_job(&mut self, now_ns: u64, ctx: &Context) {
         let w = self.config.index;
         self.conntrack
@@ -236,10 +236,16 @@ impl Worker {
             .expire(self.affinity_cursor, now_ns, EXPIRE_BUDGET);
         self.affinity_cursor = cursor;
         self.fragments.expire(now_ns, EXPIRE_BUDGET);
-        self.counters.conntrack_entries.store(
-            self.conntrack.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let stats = self.conntrack.stats();
+        let c = &self.counters;
+        for (counter, value) in [
+            (&c.conntrack_entries, self.conntrack.len() as u64),
+            (&c.conntrack_expired, stats.expired),
+            (&c.conntrack_evicted, stats.evicted),
+            (&c.flow_counts_dropped, stats.counts_dropped),
+        ] {
+            counter.store(value, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The checksum the last [`Worker::process`] left to the NIC of the port it forwarded
