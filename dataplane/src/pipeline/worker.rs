@@ -1262,9 +1262,9 @@ impl Worker {
     }
 
     /// [`Worker::route_out`], also caching the next hop in the flow `cache` names — (flow,
-    /// direction, (Service's and backend's counter slots)) — for the fast path, when the MAC came
-    /// from the published neighbour snapshot (not from this worker's recent cache, which
-    /// the snapshot's version does not cover).
+    /// direction, (Service's and backend's counter slots)) — for the fast path, when the
+    /// MAC came from the published neighbour snapshot (not from this worker's recent
+    /// cache, which the snapshot's version does not cover).
     #[allow(clippy::too_many_arguments)]
     fn route_out_caching(
         &mut self,
