@@ -3,89 +3,16 @@
 //!
 //! cargo bench -p kubypass-control --bench translate_publish
 
+mod cluster;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubypass_control::translate::LABEL_SERVICE_NAME;
 use kubypass_control::{ProxySettings, Publisher, Translator};
 use kubypass_dataplane::table::ServiceTable;
 
-/// Endpoints per EndpointSlice, as the EndpointSlice controller caps them.
-const PER_SLICE: usize = 100;
-
-fn addr(n: usize) -> String {
-    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
-}
-
-fn service(i: usize) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some("bench".into()),
-            name: Some(format!("svc{i}")),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ips: Some(vec![format!("198.18.{}.{}", i >> 8, i & 255)]),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn slice(i: usize, part: usize, endpoints: Vec<Endpoint>) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some("bench".into()),
-            name: Some(format!("svc{i}-{part}")),
-            labels: Some([(LABEL_SERVICE_NAME.to_string(), format!("svc{i}"))].into()),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            ..Default::default()
-        }]),
-        endpoints,
-    }
-}
-
-fn endpoint(n: usize) -> Endpoint {
-    Endpoint {
-        addresses: vec![addr(n)],
-        ..Default::default()
-    }
-}
-
-/// `services` Services with `per` endpoints each, as reflector stores hold them.
-fn cluster(services: usize, per: usize) -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
-    let mut next = 1;
-    let mut slices = Vec::new();
-    for i in 0..services {
-        let eps: Vec<Endpoint> = (0..per)
-            .map(|_| {
-                next += 1;
-                endpoint(next)
-            })
-            .collect();
-        for (part, chunk) in eps.chunks(PER_SLICE).enumerate() {
-            slices.push(Arc::new(slice(i, part, chunk.to_vec())));
-        }
-    }
-    (
-        (0..services).map(|i| Arc::new(service(i))).collect(),
-        slices,
-    )
-}
+use cluster::{cluster, endpoint};
 
 fn bench(c: &mut Criterion) {
     let settings = ProxySettings::default();
