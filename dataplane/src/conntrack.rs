@@ -758,13 +758,8 @@ impl ConnTrack {
             epoch,
             generation: nat.generation,
             last_seen: now,
-            packets: [0; 2],
-            egress: [Egress::UNSET; 2],
-            egress_neighbours: 0,
-            service_slot: u32::MAX,
-            backend_slot: u32::MAX,
-            pending_packets: 0,
-            pending_bytes: 0,
+            // No packets counted, no fast-path cache, no counts held.
+            ..Flow::EMPTY
         };
         self.len += 1;
         let placed =
