@@ -1915,6 +1915,28 @@ fn fast_frames(w: &Worker) -> u64 {
     relaxed(&w.counters().fast_path)
 }
 
+/// Opens the TCP flow CLIENT:40000 → VIP:80 (its SYN at time 1, the backend's SYN-ACK at
+/// 2, both through the full pipeline); returns the backend it was sent to.
+fn open_web_flow(w: &mut Worker, t: &ServiceTable, n: &NeighbourTable) -> (IpAddr, u16) {
+    let (v, out) = run(
+        w,
+        t,
+        n,
+        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
+        0,
+        1,
+    );
+    assert_eq!(v, Verdict::Forward(1));
+    let (be, bport) = dnat_target(&out);
+    let synack = from_backend()
+        .ip(be, ip(CLIENT))
+        .tcp(bport, 40000)
+        .syn_ack()
+        .build();
+    assert_eq!(run(w, t, n, &synack, 1, 2).0, Verdict::Forward(0));
+    (be, bport)
+}
+
 #[test]
 fn established_flows_take_the_fast_path_until_their_state_changes() {
     let t = table();
@@ -1923,22 +1945,7 @@ fn established_flows_take_the_fast_path_until_their_state_changes() {
     let (client, vip) = (ip(CLIENT), ip(VIP));
     // The SYN and the SYN-ACK take the full pipeline (a SYN may open a flow or retry a
     // backend); each leaves its direction's next hop in the flow.
-    let (v, out) = run(
-        &mut w,
-        &t,
-        &n,
-        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
-        0,
-        1,
-    );
-    assert_eq!((v, fast_frames(&w)), (Verdict::Forward(1), 0));
-    let (be, bport) = dnat_target(&out);
-    let synack = from_backend()
-        .ip(be, client)
-        .tcp(bport, 40000)
-        .syn_ack()
-        .build();
-    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
+    let (be, bport) = open_web_flow(&mut w, &t, &n);
     assert_eq!(fast_frames(&w), 0);
 
     // Then both directions are fast, and translated exactly as the full pipeline does.
@@ -2042,22 +2049,7 @@ fn counts_a_flow_holds_follow_its_service_but_not_a_backend_that_left() {
     let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
     let mut w = Worker::new(config(0, 1));
     let client = ip(CLIENT);
-    let (v, out) = run(
-        &mut w,
-        &t,
-        &n,
-        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
-        0,
-        1,
-    );
-    assert_eq!(v, Verdict::Forward(1));
-    let (be, bport) = dnat_target(&out);
-    let synack = from_backend()
-        .ip(be, client)
-        .tcp(bport, 40000)
-        .syn_ack()
-        .build();
-    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
+    let (be, bport) = open_web_flow(&mut w, &t, &n);
     let ack = from_client().ip(client, ip(VIP)).tcp(40000, 80).build();
     for now in 3..6 {
         assert_eq!(run(&mut w, &t, &n, &ack, 0, now).0, Verdict::Forward(1));
@@ -2102,24 +2094,8 @@ fn the_slow_job_hands_flows_counts_over_and_mirrors_conntrack_figures() {
         neighbours: &n,
     };
     let mut w = Worker::new(config(0, 1));
-    let client = ip(CLIENT);
-    let (v, out) = run(
-        &mut w,
-        &t,
-        &n,
-        &syn(from_client(), CLIENT, VIP, 40000, 80).build(),
-        0,
-        1,
-    );
-    assert_eq!(v, Verdict::Forward(1));
-    let (be, bport) = dnat_target(&out);
-    let synack = from_backend()
-        .ip(be, client)
-        .tcp(bport, 40000)
-        .syn_ack()
-        .build();
-    assert_eq!(run(&mut w, &t, &n, &synack, 1, 2).0, Verdict::Forward(0));
-    let ack = from_client().ip(client, ip(VIP)).tcp(40000, 80).build();
+    open_web_flow(&mut w, &t, &n);
+    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40000, 80).build();
     for now in 3..8 {
         assert_eq!(run(&mut w, &t, &n, &ack, 0, now).0, Verdict::Forward(1));
     }
