@@ -13,6 +13,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Large allocations (each worker's connection-tracking table above all) on transparent
+/// huge pages, so that random flow lookups do not also miss the TLB; see
+/// `kubypass::dpdk::HugePageAlloc`.
+#[global_allocator]
+static ALLOCATOR: kubypass::dpdk::HugePageAlloc = kubypass::dpdk::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(
     name = "kubypass",
@@ -209,6 +215,9 @@ fn run_service(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let plan = Plan::new(config, dir)?;
+    if let Some(w) = kubypass::dpdk::huge_page_warning() {
+        eprintln!("kubypass: warning: {w}");
+    }
     let shared = Shared::new(plan.neighbours.clone());
     // Filled by the processor factory, read by the ready hook: both run on this thread.
     let pipeline_counters = std::cell::RefCell::new(Vec::new());

@@ -1,6 +1,8 @@
 //! The DPDK boundary: generated bindings (`ffi`) and the safe types kubypass uses over
 //! them: [`Eal`], [`Mempool`], [`Mbuf`], [`Port`] with its [`RxQueue`]/[`TxQueue`], and
-//! lcore launch. Nothing outside this module calls DPDK.
+//! lcore launch. Nothing outside this module calls DPDK. It also holds the memory hints
+//! the hot path relies on (`memory`: prefetch, and the huge-page allocator for the
+//! worker tables), since those need `unsafe` too.
 // This is the one module allowed to use `unsafe` (the crate denies it everywhere else):
 // every FFI call lives here, each block with a `// SAFETY:` comment.
 #![allow(unsafe_code)]
@@ -9,6 +11,7 @@ mod eal;
 pub mod ffi;
 mod lcore;
 mod mbuf;
+mod memory;
 mod mempool;
 mod port;
 
@@ -16,21 +19,8 @@ pub use eal::{tsc_hz, tsc_now, Eal};
 pub use lcore::{launch, LaunchedLcore};
 pub use mbuf::tx_flags;
 pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
+pub use memory::{huge_page_warning, prefetch, HugePageAlloc};
 pub use mempool::Mempool;
-
-/// Brings the cache line holding `p` towards the core (DPDK's `rte_prefetch0`): a hint
-/// that never faults, whatever the address, so it is safe to call with any pointer.
-#[inline]
-pub fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `prefetcht0` is a hint: it reads nothing into the program and does not
-    // fault on any address, mapped or not.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 pub use port::{ChecksumCaps, LinkStatus, Port, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
 
 use std::ffi::CStr;

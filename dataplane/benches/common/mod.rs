@@ -15,19 +15,14 @@ use kubypass_dataplane::table::{
 };
 use kubypass_dataplane::wire::EthernetAddress;
 
-/// A real prefetch, for `Worker::set_prefetcher` and the conntrack micro bench (the
-/// dataplane crate forbids the `unsafe` an intrinsic needs; the appliance passes DPDK's
-/// `rte_prefetch0`).
+/// The appliance's memory hints, compiled into each bench: a real prefetch (for
+/// `Worker::set_prefetcher` and the conntrack micro bench; the dataplane crate forbids the
+/// `unsafe` an intrinsic needs) and the huge-page allocator the benches install, so the
+/// tables are measured on the memory the appliance gives them.
 #[allow(unsafe_code)]
-pub fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults and reads nothing into the program.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
+#[path = "../../../src/dpdk/memory.rs"]
+mod memory;
+pub use memory::{prefetch, HugePageAlloc};
 
 /// Frames per burst, as a worker polls them.
 pub const BURST: usize = 32;
