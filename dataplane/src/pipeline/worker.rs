@@ -281,6 +281,20 @@ impl Worker {
                 return v;
             }
         }
+        self.process_full(frame, len, rx_port, now_ns, ctx)
+    }
+
+    /// The full pipeline, for the frames the fast path did not take. Kept out of line so
+    /// that `process` is laid out, and its registers allocated, for the fast path alone.
+    #[inline(never)]
+    fn process_full(
+        &mut self,
+        frame: &mut [u8],
+        len: &mut usize,
+        rx_port: u16,
+        now_ns: u64,
+        ctx: &Context,
+    ) -> Verdict {
         let v = match self.classify(frame, len, rx_port, now_ns, ctx) {
             Ok(v) | Err(v) => v,
         };
@@ -467,23 +481,32 @@ impl Worker {
             return self.icmp(frame, len, &ip, at, now, ctx);
         }
         let table = ctx.table;
-        let to_service = table.is_service_addr(ip.dst);
+        let own = self.is_own(ip.dst);
         let Some(protocol) = L4Protocol::from_ip_number(ip.proto) else {
-            return Err(if self.is_own(ip.dst) {
+            return Err(if own {
                 Verdict::ToHost
-            } else if to_service {
+            } else if table.is_service_addr(ip.dst) {
                 dropped(DropReason::UnknownServicePort)
             } else {
                 dropped(DropReason::NoFlow)
             });
         };
-        if !to_service && self.is_own(ip.dst) {
+        if own && !table.is_service_addr(ip.dst) {
             return Ok(Verdict::ToHost);
         }
         if protocol == L4Protocol::Sctp && matches!(ip.frag, Frag::First(_)) {
             return Err(dropped(DropReason::FragmentUnsupported));
         }
         let ports = parse_ports(frame, &ip).map_err(dropped)?;
+        let frontend_key = FrontendKey {
+            addr: ip.dst,
+            port: ports.dst,
+            protocol,
+        };
+        // A frame to a Service is looked up by its frontend first: when that is found, the
+        // address set (a second probe, and a cache miss with many Services) is not needed.
+        let found = table.frontend(&frontend_key);
+        let to_service = found.is_some() || table.is_service_addr(ip.dst);
         // Ownership first: nothing below runs on a worker that does not own the flow. A
         // frame to a deleted frontend's address is a client's too (its flow may drain).
         let (client, client_port) = if to_service || table.is_former_service_addr(ip.dst) {
@@ -500,15 +523,10 @@ impl Worker {
             }
             return Ok(Verdict::Steer(owner));
         }
-        let frontend_key = FrontendKey {
-            addr: ip.dst,
-            port: ports.dst,
-            protocol,
-        };
         let frontend = if to_service {
-            match table.frontend(&frontend_key) {
+            match found {
                 Some(f) => Some(f),
-                None if self.is_own(ip.dst) => return Ok(Verdict::ToHost),
+                None if own => return Ok(Verdict::ToHost),
                 None => return Err(dropped(DropReason::UnknownServicePort)),
             }
         } else {
