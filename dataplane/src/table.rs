@@ -284,6 +284,9 @@ pub struct Service {
     /// The usable backends: ready ones; when none is ready, serving and terminating ones
     /// (kube-proxy's rule). Maglev indexes into this slice.
     usable: Box<[Backend]>,
+    /// The counters of `usable[i]`, at `i`: a backend the scheduler picks is counted
+    /// without looking its address up in `listed`.
+    usable_counters: Box<[TrafficSlots]>,
     maglev: Arc<Maglev>,
     /// [`service_key`] of the name: what affinity entries are keyed by.
     key: u64,
@@ -326,6 +329,12 @@ impl Service {
     #[inline]
     pub fn usable_backends(&self) -> &[Backend] {
         &self.usable
+    }
+
+    /// The per-worker counters of `usable_backends()[i]`.
+    #[inline]
+    pub fn usable_backend_counters(&self, i: usize) -> Option<&TrafficSlots> {
+        self.usable_counters.get(i)
     }
 
     pub fn affinity_timeout_secs(&self) -> Option<u32> {
@@ -400,10 +409,18 @@ impl Service {
                 counters,
             });
         }
+        // Every usable backend is one of `spec.backends`, so listed; the fallback keeps
+        // the two lists aligned regardless.
+        let mut usable_counters = Vec::with_capacity(usable.len());
         for u in &usable {
-            if let Some(entry) = listed.get_mut(&(u.addr, u.port)) {
-                entry.usable = true;
-            }
+            let counters = match listed.get_mut(&(u.addr, u.port)) {
+                Some(entry) => {
+                    entry.usable = true;
+                    entry.counters.clone()
+                }
+                None => bank.issue(),
+            };
+            usable_counters.push(counters);
         }
         let counters = counted
             .map(|e| e.counters.clone())
@@ -423,6 +440,7 @@ impl Service {
             key: service_key(&spec.name),
             spec,
             usable: usable.into_boxed_slice(),
+            usable_counters: usable_counters.into_boxed_slice(),
             maglev,
             seed,
             counters,
@@ -1066,6 +1084,35 @@ mod tests {
         let four = table(4, &["198.18.0.1", "198.18.0.2"], Some(&three));
         assert!(!four.is_former_service_addr(ip("198.18.0.2")));
         assert!(four.is_service_addr(ip("198.18.0.2")));
+    }
+
+    #[test]
+    fn usable_backends_counters_are_found_by_index_as_by_address() {
+        let not_ready = Conditions {
+            ready: false,
+            serving: false,
+            terminating: false,
+        };
+        let mut b = ServiceTable::builder();
+        let id = b.add_service(spec(
+            "web",
+            vec![
+                backend("10.0.0.9", 80, Conditions::READY),
+                backend("10.0.0.2", 80, not_ready),
+                backend("10.0.0.5", 8080, Conditions::READY),
+                backend("10.0.0.1", 80, Conditions::READY),
+            ],
+        ));
+        let t = b.build();
+        let svc = t.service(id).unwrap();
+        let usable = svc.usable_backends();
+        assert_eq!(usable.len(), 3);
+        for (i, u) in usable.iter().enumerate() {
+            let by_index = svc.usable_backend_counters(i).unwrap().slot();
+            let by_addr = svc.backend_counters(u.addr, u.port).unwrap().slot();
+            assert_eq!(by_index, by_addr, "{i}: {}:{}", u.addr, u.port);
+        }
+        assert!(svc.usable_backend_counters(3).is_none());
     }
 
     #[test]

@@ -1432,6 +1432,40 @@ fn arp_and_nd_senders_on_connected_prefixes_are_learned() {
     );
 }
 
+/// Each new flow is counted in the row of the backend its flow was sent to: the
+/// scheduler's pick is counted by its index in the usable list, which skips a backend
+/// that is not ready, so a misaligned index would credit a neighbour.
+#[test]
+fn new_flows_are_counted_in_the_backend_they_were_sent_to() {
+    let not_ready = Conditions {
+        ready: false,
+        serving: false,
+        terminating: false,
+    };
+    let mut web = vec![backend(BE1, 8080), backend(BE2, 8080), backend(BE3, 8080)];
+    web[1].conditions = not_ready;
+    web.push(backend("10.0.0.4", 8080));
+    let t = table_with(1, web, None);
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    for port in 40_000..40_060 {
+        let frame = syn(from_client(), CLIENT, VIP, port, 80).build();
+        assert_eq!(run(&mut w, &t, &n, &frame, 0, 1).0, Verdict::Forward(1));
+    }
+    let web = t.service(ServiceId(0)).unwrap();
+    let mut sent = std::collections::HashMap::new();
+    for (_, f) in w.conntrack().iter() {
+        *sent.entry((f.backend(), f.backend_port())).or_insert(0u64) += 1;
+    }
+    assert!(sent.len() >= 2, "the flows spread: {sent:?}");
+    for be in [BE1, BE2, BE3, "10.0.0.4"] {
+        let counted = web.backend_counters(ip(be), 8080).unwrap().totals();
+        let flows = sent.get(&(ip(be), 8080)).copied().unwrap_or(0);
+        assert_eq!((counted.new_flows, counted.packets), (flows, flows), "{be}");
+    }
+    assert_eq!(sent.get(&(ip(BE2), 8080)), None, "not ready: no flow");
+}
+
 #[test]
 fn service_and_backend_counters_survive_a_rebuild() {
     let n = NeighbourTable::default();

@@ -687,8 +687,7 @@ impl Worker {
             frame,
             len,
             ip,
-            backend,
-            bport,
+            (backend, bport, None),
             sid,
             false,
             Some(h),
@@ -721,7 +720,7 @@ impl Worker {
             self.learned
                 .record(ctx.neighbours, ip.src, frame_src_mac(frame));
         }
-        let Some(b) = self.select(svc, sid, key, now, table) else {
+        let Some((b, index)) = self.select(svc, sid, key, now, table) else {
             return match svc.no_backend() {
                 NoBackendAction::Drop => Err(dropped(DropReason::NoBackend)),
                 NoBackendAction::Reject => self.reject(frame, len, ip, ports, at),
@@ -733,7 +732,7 @@ impl Worker {
             service: sid,
             generation: table.generation(),
         };
-        let mut chosen = b;
+        let (mut chosen, mut chosen_index) = (b, index);
         let mut tracked = None;
         match self.conntrack.insert(key, nat(&b), now) {
             Ok(h) => {
@@ -746,16 +745,19 @@ impl Worker {
                 // backend whose reply key is free takes the flow; with none, it is
                 // dropped rather than answered from the wrong address.
                 let mut placed = None;
-                for other in svc.usable_backends().iter().filter(|o| **o != b) {
+                for (i, other) in svc.usable_backends().iter().enumerate() {
+                    if *other == b {
+                        continue;
+                    }
                     if let Ok(h) = self.conntrack.insert(key, nat(other), now) {
-                        placed = Some((h, *other));
+                        placed = Some((h, *other, i));
                         break;
                     }
                 }
-                let Some((h, other)) = placed else {
+                let Some((h, other, i)) = placed else {
                     return Err(dropped(DropReason::NatClash));
                 };
-                chosen = other;
+                (chosen, chosen_index) = (other, Some(i));
                 self.account(h, Direction::Forward, ip, ports, now);
                 tracked = Some(h);
             }
@@ -766,8 +768,7 @@ impl Worker {
             frame,
             len,
             ip,
-            chosen.addr,
-            chosen.port,
+            (chosen.addr, chosen.port, chosen_index),
             sid,
             true,
             tracked,
@@ -794,8 +795,7 @@ impl Worker {
         frame: &mut [u8],
         len: &mut usize,
         ip: &Ip,
-        backend: IpAddr,
-        bport: u16,
+        (backend, bport, usable_index): (IpAddr, u16, Option<usize>),
         sid: ServiceId,
         new_flow: bool,
         flow: Option<FlowHandle>,
@@ -821,7 +821,8 @@ impl Worker {
             self.fragments.insert(key, action, now);
         }
         bump(&self.counters.dnat, 1);
-        let slots = self.count_service(ctx.table, sid, backend, bport, ip, new_flow);
+        let slots =
+            self.count_service(ctx.table, sid, (backend, bport, usable_index), ip, new_flow);
         // The flow's later packets may take the fast path when it still names a service.
         let cache = flow
             .filter(|_| sid != NO_SERVICE && fast_eligible(ip))
@@ -865,7 +866,7 @@ impl Worker {
             self.fragments.insert(key, action, now);
         }
         bump(&self.counters.reverse_nat, 1);
-        let slots = self.count_service(ctx.table, sid, ip.src, ports.src, ip, false);
+        let slots = self.count_service(ctx.table, sid, (ip.src, ports.src, None), ip, false);
         // Replies may take the fast path unless the client's address is one the full
         // pipeline treats otherwise (the appliance's own, or a Service address).
         let cache = Some((h, Direction::Reverse, slots)).filter(|_| {
@@ -876,13 +877,12 @@ impl Worker {
 
     /// Counts the packet in its Service's and backend's rows; returns their counter slots
     /// (`NO_SLOT` for one that is not in the table), which the flow caches for the fast
-    /// path.
+    /// path. The backend is `(address, port, index in the usable list if known)`.
     fn count_service(
         &self,
         table: &ServiceTable,
         sid: ServiceId,
-        backend: IpAddr,
-        bport: u16,
+        (backend, bport, usable_index): (IpAddr, u16, Option<usize>),
         ip: &Ip,
         new_flow: bool,
     ) -> (u32, u32) {
@@ -892,7 +892,11 @@ impl Worker {
             return (NO_SLOT, NO_SLOT);
         };
         s.counters().count(w, bytes, new_flow);
-        let b = s.backend_counters(backend, bport);
+        // A backend the scheduler just picked is found by its index, without a lookup.
+        let b = match usable_index {
+            Some(i) => s.usable_backend_counters(i),
+            None => s.backend_counters(backend, bport),
+        };
         if let Some(b) = b {
             b.count(w, bytes, new_flow);
         }
@@ -908,7 +912,7 @@ impl Worker {
         key: &FlowKey,
         now: u64,
         table: &ServiceTable,
-    ) -> Option<Backend> {
+    ) -> Option<(Backend, Option<usize>)> {
         let usable = svc.usable_backends();
         if usable.is_empty() {
             return None;
@@ -919,18 +923,20 @@ impl Worker {
                 .affinity
                 .lookup(client, svc.key(), now)
                 .filter(|t| table.is_usable_backend(sid, t.backend, t.port));
-            let b = match pinned {
+            let (b, index) = match pinned {
                 // Only its address and port are used from here on.
-                Some(t) => Some(Backend {
-                    addr: t.backend,
-                    port: t.port,
-                    weight: 1,
-                    conditions: Conditions::READY,
-                }),
+                Some(t) => Some((
+                    Backend {
+                        addr: t.backend,
+                        port: t.port,
+                        weight: 1,
+                        conditions: Conditions::READY,
+                    },
+                    None,
+                )),
                 None => svc
                     .maglev_pick(client_hash(table.seed(), client))
-                    .and_then(|i| usable.get(i))
-                    .copied(),
+                    .and_then(|i| Some((*usable.get(i)?, Some(i)))),
             }?;
             // Every new flow refreshes the pin (kube-proxy's `recent --set`).
             let target = AffinityTarget {
@@ -944,7 +950,7 @@ impl Worker {
                 u64::from(secs) * 1_000_000_000,
                 now,
             );
-            b
+            (b, index)
         } else {
             let i = match table.scheduler() {
                 Scheduler::Maglev => svc.maglev_pick(flow_hash(table.seed(), key))?,
@@ -961,9 +967,9 @@ impl Worker {
                     ((u128::from(self.rng) * usable.len() as u128) >> 64) as usize
                 }
             };
-            *usable.get(i)?
+            (*usable.get(i)?, Some(i))
         };
-        (pick.addr.is_ipv6() == key.v6).then_some(pick)
+        (pick.0.addr.is_ipv6() == key.v6).then_some(pick)
     }
 
     /// REJECT: a RST for TCP (unless the segment is itself a RST), ICMP port unreachable
