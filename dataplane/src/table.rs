@@ -288,6 +288,9 @@ pub struct Service {
     /// without looking its address up in `listed`.
     usable_counters: Box<[TrafficSlots]>,
     maglev: Arc<Maglev>,
+    /// `spec.affinity_timeout_secs`, here because every new flow reads it and the spec
+    /// is another cache line.
+    affinity_timeout_secs: Option<u32>,
     /// [`service_key`] of the name: what affinity entries are keyed by.
     key: u64,
     /// The seed the Maglev table was filled with.
@@ -337,8 +340,9 @@ impl Service {
         self.usable_counters.get(i)
     }
 
+    #[inline]
     pub fn affinity_timeout_secs(&self) -> Option<u32> {
-        self.spec.affinity_timeout_secs
+        self.affinity_timeout_secs
     }
 
     pub fn no_backend(&self) -> NoBackendAction {
@@ -438,6 +442,7 @@ impl Service {
         };
         Service {
             key: service_key(&spec.name),
+            affinity_timeout_secs: spec.affinity_timeout_secs,
             spec,
             usable: usable.into_boxed_slice(),
             usable_counters: usable_counters.into_boxed_slice(),
