@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::hash::{hash_words, mix64};
+use crate::hash::hash_words;
 
 /// An IPv4 or IPv6 address in 16 bytes, aligned to 8: IPv4 is held in its IPv4-mapped
 /// IPv6 form (`::ffff:a.b.c.d`). The family is carried next to it (see [`FlowKey`]), so an
@@ -273,7 +273,8 @@ mod tests {
     #[test]
     fn table_hash_spreads_sequential_keys_over_buckets_and_tags() {
         let vip: IpAddr = "198.18.0.10".parse().unwrap();
-        let sets: [(&str, Box<dyn Fn(u32) -> FlowKey>); 3] = [
+        type KeySet = (&'static str, Box<dyn Fn(u32) -> FlowKey>);
+        let sets: [KeySet; 3] = [
             (
                 "one client's ports",
                 Box::new(move |i| FlowKey::new("10.0.0.1".parse().unwrap(), vip, i as u16, 80, 6)),
