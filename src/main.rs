@@ -13,12 +13,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Large allocations (each worker's connection-tracking table above all) on transparent
-/// huge pages, so that random flow lookups do not also miss the TLB; see
-/// `kubypass::dpdk::HugePageAlloc`.
-#[global_allocator]
-static ALLOCATOR: kubypass::dpdk::HugePageAlloc = kubypass::dpdk::HugePageAlloc;
-
 #[derive(Parser)]
 #[command(
     name = "kubypass",
@@ -215,7 +209,9 @@ fn run_service(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     let plan = Plan::new(config, dir)?;
-    if let Some(w) = kubypass::dpdk::huge_page_warning() {
+    let thp = std::fs::read_to_string(kubypass::dpdk::THP_SETTING).ok();
+    let tunables = std::env::var("GLIBC_TUNABLES").ok();
+    if let Some(w) = kubypass::dpdk::huge_page_warning(thp.as_deref(), tunables.as_deref()) {
         eprintln!("kubypass: warning: {w}");
     }
     let shared = Shared::new(plan.neighbours.clone());

@@ -7,10 +7,6 @@
 
 mod common;
 
-/// The appliance's allocator: large tables on transparent huge pages, as in production.
-#[global_allocator]
-static ALLOCATOR: common::HugePageAlloc = common::HugePageAlloc;
-
 use std::hint::black_box;
 use std::net::IpAddr;
 

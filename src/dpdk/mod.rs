@@ -1,8 +1,8 @@
 //! The DPDK boundary: generated bindings (`ffi`) and the safe types kubypass uses over
 //! them: [`Eal`], [`Mempool`], [`Mbuf`], [`Port`] with its [`RxQueue`]/[`TxQueue`], and
 //! lcore launch. Nothing outside this module calls DPDK. It also holds the memory hints
-//! the hot path relies on (`memory`: prefetch, and the huge-page allocator for the
-//! worker tables), since those need `unsafe` too.
+//! the hot path relies on (`memory`: the prefetch, which needs `unsafe` too, and the
+//! check that the worker tables get huge pages).
 // This is the one module allowed to use `unsafe` (the crate denies it everywhere else):
 // every FFI call lives here, each block with a `// SAFETY:` comment.
 #![allow(unsafe_code)]
@@ -19,7 +19,7 @@ pub use eal::{tsc_hz, tsc_now, Eal};
 pub use lcore::{launch, LaunchedLcore};
 pub use mbuf::tx_flags;
 pub use mbuf::{Mbuf, MbufBurst, BURST_SIZE};
-pub use memory::{huge_page_warning, prefetch, HugePageAlloc};
+pub use memory::{huge_page_warning, prefetch, THP_SETTING};
 pub use mempool::Mempool;
 pub use port::{ChecksumCaps, LinkStatus, Port, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
 

@@ -15,14 +15,13 @@ use kubypass_dataplane::table::{
 };
 use kubypass_dataplane::wire::EthernetAddress;
 
-/// The appliance's memory hints, compiled into each bench: a real prefetch (for
+/// The appliance's memory hints, compiled into each bench for its prefetch (for
 /// `Worker::set_prefetcher` and the conntrack micro bench; the dataplane crate forbids the
-/// `unsafe` an intrinsic needs) and the huge-page allocator the benches install, so the
-/// tables are measured on the memory the appliance gives them.
+/// `unsafe` an intrinsic needs): the benches measure the appliance's own.
 #[allow(unsafe_code)]
 #[path = "../../../src/dpdk/memory.rs"]
 mod memory;
-pub use memory::{prefetch, HugePageAlloc};
+pub use memory::prefetch;
 
 /// Frames per burst, as a worker polls them.
 pub const BURST: usize = 32;
