@@ -121,23 +121,33 @@ fn header_verifies(ip: &[u8; IP]) -> bool {
 }
 
 /// The RFC 1624 (eqn. 3) terms of a 4-byte field changing from `old` to `new`: `~old +
-/// new`, word by word.
+/// new`, word by word. Term sums here stay far below 2^32 (a handful of 16-bit words).
 #[inline(always)]
-fn delta4(old: [u8; 4], new: [u8; 4]) -> u64 {
+fn delta4(old: [u8; 4], new: [u8; 4]) -> u32 {
     let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
-    u64::from(!o >> 16) + u64::from(!o & 0xffff) + u64::from(n >> 16) + u64::from(n & 0xffff)
+    (!o >> 16) + (!o & 0xffff) + (n >> 16) + (n & 0xffff)
 }
 
 /// The terms of a 2-byte field changing from `old` to `new`.
 #[inline(always)]
-fn delta2(old: [u8; 2], new: [u8; 2]) -> u64 {
-    u64::from(!ne16(&old) & 0xffff) + u64::from(ne16(&new))
+fn delta2(old: [u8; 2], new: [u8; 2]) -> u32 {
+    (!ne16(&old) & 0xffff) + ne16(&new)
 }
 
-/// `check` updated by `terms` (RFC 1624 eqn. 3: `~(~check + terms)`), native order.
+/// The terms of the TTL going down by one: its word (TTL, protocol) loses 0x0100, so
+/// `~old + new` is `0xffff - 0x0100` whatever the TTL (> 0) and protocol, as a native
+/// word.
+const TTL_TERMS: u32 = u16::from_ne_bytes([0xfe, 0xff]) as u32;
+
+/// `check` updated by `terms` (RFC 1624 eqn. 3: `~(~check + terms)`), native order. A
+/// sum below 2^32 folds to 16 bits in two rounds: the first leaves at most 0x1fffe, and
+/// when that carries its low half is at most 0xfffe.
 #[inline(always)]
-fn updated(check: [u8; 2], terms: u64) -> [u8; 2] {
-    (!fold(u64::from(!ne16(&check) & 0xffff) + terms)).to_ne_bytes()
+fn updated(check: [u8; 2], terms: u32) -> [u8; 2] {
+    let mut acc = (!ne16(&check) & 0xffff) + terms;
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    (!(acc as u16)).to_ne_bytes()
 }
 
 /// The ports, TCP flags and checksum offset of a TCP or UDP header `l4` (the IP payload),
@@ -355,8 +365,7 @@ impl Worker {
             }
         };
         ip[8] = ttl - 1;
-        let ttl_terms = delta2([ttl, proto], [ttl - 1, proto]);
-        let ip_check = updated([ip[10], ip[11]], addr_terms + ttl_terms);
+        let ip_check = updated([ip[10], ip[11]], addr_terms + TTL_TERMS);
         ip[10..12].copy_from_slice(&ip_check);
         if let Some(c) = l4.get_mut(check_at..check_at + 2) {
             let check = [c[0], c[1]];
@@ -393,5 +402,45 @@ impl Worker {
             bank.add(w, p.backend_slot, packets, bytes);
         }
         Some(Verdict::Forward(hit.egress.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum::{accumulate, fold};
+
+    /// The checksum of `header` (a 20-byte IPv4 header) computed from scratch.
+    fn full(header: &[u8; IP]) -> [u8; 2] {
+        let mut h = *header;
+        h[10..12].fill(0);
+        (!fold(accumulate(&h))).to_be_bytes()
+    }
+
+    #[test]
+    fn ttl_and_address_updates_match_a_full_recomputation() {
+        let mut header: [u8; IP] = [
+            0x45, 0, 0, 60, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 1, 10,
+        ];
+        let seeds = [0u32, 1, 0xffff_ffff, 0x0a00_0001, 0xc612_010a, 0x8000_0000];
+        for ttl in 2..=255u8 {
+            for proto in [1u8, 6, 17, 132, 255] {
+                for (i, &seed) in seeds.iter().enumerate() {
+                    header[8] = ttl;
+                    header[9] = proto;
+                    header[4] = ttl ^ proto;
+                    let check = full(&header);
+                    header[10..12].copy_from_slice(&check);
+                    let old = [header[16], header[17], header[18], header[19]];
+                    let new = (seed ^ u32::from(ttl).rotate_left(i as u32 * 5)).to_be_bytes();
+                    header[16..20].copy_from_slice(&new);
+                    header[8] = ttl - 1;
+                    let got = updated(check, delta4(old, new) + TTL_TERMS);
+                    assert_eq!(got, full(&header), "ttl {ttl} proto {proto} {new:?}");
+                    header[10..12].copy_from_slice(&got);
+                    assert!(header_verifies(&header));
+                }
+            }
+        }
     }
 }
