@@ -41,7 +41,8 @@ bash scripts/lab.sh down >/dev/null 2>&1 || true
 bash scripts/lab.sh up >/dev/null
 
 say "starting kubypass (deploy/examples/lab.yaml, Services from deploy/examples/manifests/)"
-ip netns exec kbp-appl "$bin" run --config deploy/examples/lab.yaml >"$log" 2>&1 &
+# As the systemd unit does: the worker tables on transparent huge pages.
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 ip netns exec kbp-appl "$bin" run --config deploy/examples/lab.yaml >"$log" 2>&1 &
 for _ in $(seq 1 100); do
     if ip netns exec kbp-client curl -s -m 1 -o /dev/null http://198.18.100.10/ 2>/dev/null; then
         break
