@@ -373,14 +373,15 @@ impl Service {
     /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
     /// are the same, and the service's and same-addressed backends' counters when they
     /// are in `bank` (same worker count); new counters get slots of `bank`.
-    /// `scratch` is working space the caller may reuse from one service to the next.
+    /// When no Maglev table can be kept, the service gets `unfilled` and the second value
+    /// is true: the caller fills its table (see [`fill_maglevs`]) and puts it in.
     fn build(
         spec: Arc<ServiceSpec>,
         seed: u64,
         bank: &Arc<CounterBank>,
         earlier: Option<&Service>,
-        scratch: &mut Vec<MaglevBackend>,
-    ) -> Service {
+        unfilled: &Arc<Maglev>,
+    ) -> (Service, bool) {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
         let counted = earlier.filter(|e| e.counters.is_in(bank));
         let usable = usable_backends(&spec.backends);
@@ -408,18 +409,11 @@ impl Service {
         let counters = counted
             .map(|e| e.counters.clone())
             .unwrap_or_else(|| bank.issue());
-        let maglev = match earlier {
-            Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
-            _ => {
-                scratch.clear();
-                scratch.extend(usable.iter().map(|b| MaglevBackend {
-                    id: backend_id(seed, b),
-                    weight: b.weight,
-                }));
-                Arc::new(Maglev::new(scratch))
-            }
+        let (maglev, to_fill) = match earlier {
+            Some(e) if e.seed == seed && *e.usable == usable[..] => (e.maglev.clone(), false),
+            _ => (Arc::clone(unfilled), true),
         };
-        Service {
+        let service = Service {
             key: service_key(&spec.name),
             spec,
             usable: usable.into_boxed_slice(),
@@ -427,8 +421,87 @@ impl Service {
             seed,
             counters,
             listed,
-        }
+        };
+        (service, to_fill)
     }
+}
+
+/// Total slots below which [`fill_maglevs`] fills on the calling thread whatever the
+/// thread count: a few milliseconds of fills, about what starting threads would cost
+/// many times over (and a one-endpoint change fills one table).
+const PARALLEL_MIN_SLOTS: u64 = 200_000;
+
+/// The Maglev tables of `pools` (each a usable-backend list, placed by [`backend_id`]
+/// under `seed`), in order, filled on up to `threads` threads: the calling thread and
+/// `threads - 1` scoped ones (none for 1, or when the tables total fewer than
+/// `min_slots` slots), and the number of threads started. Threads take pools largest
+/// table first, one at a time, so their loads even out by slot count. Every table is
+/// [`Maglev::new`]'s, so the result does not depend on the thread count; a thread the
+/// OS refuses leaves its share to the others.
+fn fill_maglevs(
+    seed: u64,
+    pools: &[&[Backend]],
+    threads: usize,
+    min_slots: u64,
+) -> (Vec<Maglev>, usize) {
+    let fill = |pool: &[Backend], scratch: &mut Vec<MaglevBackend>| {
+        scratch.clear();
+        scratch.extend(pool.iter().map(|b| MaglevBackend {
+            id: backend_id(seed, b),
+            weight: b.weight,
+        }));
+        Maglev::new(scratch)
+    };
+    let slots = |pool: &[Backend]| {
+        u64::from(crate::maglev::table_size(
+            pool.iter().filter(|b| b.weight > 0).count(),
+        ))
+    };
+    let threads = threads.clamp(1, pools.len().max(1));
+    if threads == 1 || pools.iter().map(|p| slots(p)).sum::<u64>() < min_slots {
+        let mut scratch = Vec::new();
+        return (pools.iter().map(|p| fill(p, &mut scratch)).collect(), 0);
+    }
+    // Largest first (ties in pool order): the last pools taken are the smallest, so no
+    // thread is left with a big table while the others are done.
+    let mut order: Vec<(u64, usize)> = pools.iter().map(|p| slots(p)).zip(0..).collect();
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done: Vec<(usize, Maglev)> = Vec::new();
+        let mut scratch = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(_, i)) = order.get(at) else {
+                return done;
+            };
+            if let Some(pool) = pools.get(i) {
+                done.push((i, fill(pool, &mut scratch)));
+            }
+        }
+    };
+    let (mut done, started) = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|n| {
+                std::thread::Builder::new()
+                    .name(format!("maglev-fill-{n}"))
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let started = helpers.len();
+        let mut done = work();
+        for h in helpers {
+            // A fill does not panic; if one did, its panic is this one.
+            match h.join() {
+                Ok(d) => done.extend(d),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        (done, started)
+    });
+    done.sort_unstable_by_key(|&(i, _)| i);
+    (done.into_iter().map(|(_, m)| m).collect(), started)
 }
 
 /// What the table knows of one listed backend besides its address.
@@ -658,9 +731,19 @@ pub struct ServiceTableBuilder {
     /// The one empty source-range list every unrestricted frontend shares.
     no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
+    build_threads: usize,
+    /// [`PARALLEL_MIN_SLOTS`] unless a test lowers it.
+    parallel_min_slots: Option<u64>,
 }
 
 impl ServiceTableBuilder {
+    /// How many threads fill Maglev tables at build, the calling one included (default
+    /// and 0: 1, no thread started). The table is the same whatever the count.
+    pub fn build_threads(mut self, threads: usize) -> Self {
+        self.build_threads = threads;
+        self
+    }
+
     /// How many workers count into the per-service and per-backend counters (default 1).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -798,31 +881,59 @@ impl ServiceTableBuilder {
                 .get(name)
                 .copied()
         };
-        let mut services = Vec::with_capacity(self.services.len());
-        let mut scratch = Vec::new();
+        // Services are made first, with the Maglev tables they keep; the tables to fill
+        // are filled together afterwards, on `build_threads` threads.
+        enum Made {
+            Shared(Arc<Service>),
+            /// A new service, and whether its Maglev table is still to fill.
+            New(Service, bool),
+        }
+        let unfilled = Arc::new(Maglev::new(&[]));
+        let mut made = Vec::with_capacity(self.services.len());
         for pending in self.services {
-            services.push(match pending {
-                PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => s,
+            made.push(match pending {
+                PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => {
+                    Made::Shared(s)
+                }
                 PendingService::Built(s) => {
                     let earlier = earlier_named(s.name()).unwrap_or(&*s);
                     let spec = Arc::clone(&s.spec);
-                    Arc::new(Service::build(
-                        spec,
-                        seed,
-                        &bank,
-                        Some(earlier),
-                        &mut scratch,
-                    ))
+                    let (s, fill) = Service::build(spec, seed, &bank, Some(earlier), &unfilled);
+                    Made::New(s, fill)
                 }
                 PendingService::Spec(spec, earlier) => {
                     let earlier = match earlier.as_deref() {
                         Some(e) => Some(e),
                         None => earlier_named(&spec.name),
                     };
-                    Arc::new(Service::build(spec, seed, &bank, earlier, &mut scratch))
+                    let (s, fill) = Service::build(spec, seed, &bank, earlier, &unfilled);
+                    Made::New(s, fill)
                 }
             });
         }
+        let pools: Vec<&[Backend]> = made
+            .iter()
+            .filter_map(|m| match m {
+                Made::New(s, true) => Some(&*s.usable),
+                _ => None,
+            })
+            .collect();
+        let min_slots = self.parallel_min_slots.unwrap_or(PARALLEL_MIN_SLOTS);
+        let (filled, _) = fill_maglevs(seed, &pools, self.build_threads.max(1), min_slots);
+        let unfilled_services = made.iter_mut().filter_map(|m| match m {
+            Made::New(s, true) => Some(s),
+            _ => None,
+        });
+        for (s, maglev) in unfilled_services.zip(filled) {
+            s.maglev = Arc::new(maglev);
+        }
+        let services: Vec<Arc<Service>> = made
+            .into_iter()
+            .map(|m| match m {
+                Made::Shared(s) => s,
+                Made::New(s, _) => Arc::new(s),
+            })
+            .collect();
         let mut frontends = self.frontends;
         let mut service_addrs = self.service_addrs;
         let mut same_addrs =
@@ -980,6 +1091,93 @@ mod tests {
             &one.services[1].maglev,
             &two.services[1].maglev
         ));
+    }
+
+    /// Pools of 0 to 60 backends, one of weight 3 in every third pool; `round` changes
+    /// the last backend of every other pool from one round to the next.
+    fn pools(round: u8) -> Vec<ServiceSpec> {
+        (0..14u8)
+            .map(|i| {
+                let n = usize::from(i) * 13 % 61;
+                let backends = (0..n)
+                    .map(|j| {
+                        let last = j + 1 == n && i % 2 == 1;
+                        let addr = format!("10.{i}.{}.{}", if last { round } else { 0 }, j + 1);
+                        let mut b = backend(&addr, 80, Conditions::READY);
+                        if i % 3 == 0 && j == 0 {
+                            b.weight = 3;
+                        }
+                        b
+                    })
+                    .collect();
+                spec(&format!("pool{i}"), backends)
+            })
+            .collect()
+    }
+
+    fn build_pools(round: u8, threads: usize, previous: Option<&ServiceTable>) -> ServiceTable {
+        let mut b = ServiceTable::builder().seed(9).build_threads(threads);
+        // Every fill set crosses the threshold, so 2 and 3 threads start threads.
+        b.parallel_min_slots = Some(0);
+        for s in pools(round) {
+            b.add_service(s);
+        }
+        b.build_reusing(previous)
+    }
+
+    #[test]
+    fn maglev_tables_are_the_same_on_any_number_of_build_threads() {
+        let first = build_pools(0, 1, None);
+        for threads in [0, 1, 2, 3] {
+            let fresh = build_pools(0, threads, None);
+            let next = build_pools(1, threads, Some(&first));
+            for (i, s) in fresh.services.iter().enumerate() {
+                assert_eq!(
+                    s.maglev, first.services[i].maglev,
+                    "{threads} threads, pool {i}"
+                );
+                let direct: Vec<MaglevBackend> = s
+                    .usable
+                    .iter()
+                    .map(|b| MaglevBackend {
+                        id: backend_id(9, b),
+                        weight: b.weight,
+                    })
+                    .collect();
+                assert_eq!(*s.maglev, Maglev::new(&direct));
+            }
+            let again = build_pools(1, 1, Some(&first));
+            for (i, s) in next.services.iter().enumerate() {
+                assert_eq!(
+                    s.maglev, again.services[i].maglev,
+                    "{threads} threads, pool {i}"
+                );
+                // Even pools are unchanged: their tables are the first build's, shared.
+                let kept = Arc::ptr_eq(&s.maglev, &first.services[i].maglev);
+                assert_eq!(kept, i % 2 == 0, "{threads} threads, pool {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn fills_start_threads_only_when_asked_and_worth_it() {
+        let specs = pools(0);
+        let usable: Vec<Vec<Backend>> =
+            specs.iter().map(|s| usable_backends(&s.backends)).collect();
+        let pools: Vec<&[Backend]> = usable.iter().map(|u| &u[..]).collect();
+        let (one, started) = fill_maglevs(5, &pools, 1, 0);
+        assert_eq!(started, 0);
+        for threads in [2, 3, 4] {
+            let (many, started) = fill_maglevs(5, &pools, threads, 0);
+            assert_eq!(started, threads - 1);
+            assert_eq!(many, one);
+        }
+        // More threads than pools: one per pool.
+        let (two, started) = fill_maglevs(5, &pools[..2], 8, 0);
+        assert_eq!((started, &two[..]), (1, &one[..2]));
+        // Under the slot threshold: all on the calling thread.
+        let (small, started) = fill_maglevs(5, &pools, 4, u64::MAX);
+        assert_eq!((started, small), (0, one));
     }
 
     #[test]
