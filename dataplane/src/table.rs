@@ -426,6 +426,26 @@ impl Service {
     }
 }
 
+/// Runs first on every thread a table build starts, given the thread's number (1 up to
+/// the build thread count, the building thread being 0): where the caller places build
+/// threads. Equal when it is the same function (pointer equality).
+#[derive(Clone)]
+pub struct BuildThreadStart(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+impl fmt::Debug for BuildThreadStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BuildThreadStart(..)")
+    }
+}
+
+impl PartialEq for BuildThreadStart {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BuildThreadStart {}
+
 /// Total slots below which [`fill_maglevs`] fills on the calling thread whatever the
 /// thread count: a few milliseconds of fills, about what starting threads would cost
 /// many times over (and a one-endpoint change fills one table).
@@ -437,12 +457,13 @@ const PARALLEL_MIN_SLOTS: u64 = 200_000;
 /// `min_slots` slots), and the number of threads started. Threads take pools largest
 /// table first, one at a time, so their loads even out by slot count. Every table is
 /// [`Maglev::new`]'s, so the result does not depend on the thread count; a thread the
-/// OS refuses leaves its share to the others.
+/// OS refuses leaves its share to the others. A started thread runs `start` first.
 fn fill_maglevs(
     seed: u64,
     pools: &[&[Backend]],
     threads: usize,
     min_slots: u64,
+    start: Option<&BuildThreadStart>,
 ) -> (Vec<Maglev>, usize) {
     let fill = |pool: &[Backend], scratch: &mut Vec<MaglevBackend>| {
         scratch.clear();
@@ -485,7 +506,12 @@ fn fill_maglevs(
             .filter_map(|n| {
                 std::thread::Builder::new()
                     .name(format!("maglev-fill-{n}"))
-                    .spawn_scoped(scope, work)
+                    .spawn_scoped(scope, move || {
+                        if let Some(start) = start {
+                            (start.0)(n);
+                        }
+                        work()
+                    })
                     .ok()
             })
             .collect();
@@ -732,6 +758,7 @@ pub struct ServiceTableBuilder {
     no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
     build_threads: usize,
+    on_build_thread: Option<BuildThreadStart>,
     /// [`PARALLEL_MIN_SLOTS`] unless a test lowers it.
     parallel_min_slots: Option<u64>,
 }
@@ -741,6 +768,14 @@ impl ServiceTableBuilder {
     /// and 0: 1, no thread started). The table is the same whatever the count.
     pub fn build_threads(mut self, threads: usize) -> Self {
         self.build_threads = threads;
+        self
+    }
+
+    /// What every thread the build starts runs first (none by default): where the caller
+    /// places them, e.g. on CPUs no worker is pinned to. Threads inherit the CPU affinity
+    /// of the thread that builds, which on an appliance is a single CPU.
+    pub fn on_build_thread(mut self, start: Option<BuildThreadStart>) -> Self {
+        self.on_build_thread = start;
         self
     }
 
@@ -919,7 +954,13 @@ impl ServiceTableBuilder {
             })
             .collect();
         let min_slots = self.parallel_min_slots.unwrap_or(PARALLEL_MIN_SLOTS);
-        let (filled, _) = fill_maglevs(seed, &pools, self.build_threads.max(1), min_slots);
+        let (filled, _) = fill_maglevs(
+            seed,
+            &pools,
+            self.build_threads.max(1),
+            min_slots,
+            self.on_build_thread.as_ref(),
+        );
         let unfilled_services = made.iter_mut().filter_map(|m| match m {
             Made::New(s, true) => Some(s),
             _ => None,
@@ -1165,19 +1206,50 @@ mod tests {
         let usable: Vec<Vec<Backend>> =
             specs.iter().map(|s| usable_backends(&s.backends)).collect();
         let pools: Vec<&[Backend]> = usable.iter().map(|u| &u[..]).collect();
-        let (one, started) = fill_maglevs(5, &pools, 1, 0);
+        let (one, started) = fill_maglevs(5, &pools, 1, 0, None);
         assert_eq!(started, 0);
         for threads in [2, 3, 4] {
-            let (many, started) = fill_maglevs(5, &pools, threads, 0);
+            let (many, started) = fill_maglevs(5, &pools, threads, 0, None);
             assert_eq!(started, threads - 1);
             assert_eq!(many, one);
         }
         // More threads than pools: one per pool.
-        let (two, started) = fill_maglevs(5, &pools[..2], 8, 0);
+        let (two, started) = fill_maglevs(5, &pools[..2], 8, 0, None);
         assert_eq!((started, &two[..]), (1, &one[..2]));
         // Under the slot threshold: all on the calling thread.
-        let (small, started) = fill_maglevs(5, &pools, 4, u64::MAX);
+        let (small, started) = fill_maglevs(5, &pools, 4, u64::MAX, None);
         assert_eq!((started, small), (0, one));
+    }
+
+    #[test]
+    fn started_build_threads_run_the_start_hook_first() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = BuildThreadStart(Arc::new({
+            let seen = Arc::clone(&seen);
+            move |n| seen.lock().unwrap().push((n, std::thread::current().id()))
+        }));
+        assert_eq!(hook, hook.clone());
+        let t = build_pools(0, 3, None);
+        assert!(seen.lock().unwrap().is_empty());
+        let mut b = ServiceTable::builder()
+            .seed(9)
+            .build_threads(3)
+            .on_build_thread(Some(hook));
+        b.parallel_min_slots = Some(0);
+        for s in pools(0) {
+            b.add_service(s);
+        }
+        let hooked = b.build();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable_by_key(|&(n, _)| n);
+        assert_eq!(seen.iter().map(|&(n, _)| n).collect::<Vec<_>>(), [1, 2]);
+        assert!(seen
+            .iter()
+            .all(|&(_, id)| id != std::thread::current().id()));
+        assert_ne!(seen[0].1, seen[1].1);
+        for (a, b) in t.services.iter().zip(&hooked.services) {
+            assert_eq!(a.maglev, b.maglev);
+        }
     }
 
     #[test]
