@@ -447,9 +447,10 @@ impl PartialEq for BuildThreadStart {
 impl Eq for BuildThreadStart {}
 
 /// Total slots below which [`fill_maglevs`] fills on the calling thread whatever the
-/// thread count: a few milliseconds of fills, about what starting threads would cost
-/// many times over (and a one-endpoint change fills one table).
-const PARALLEL_MIN_SLOTS: u64 = 200_000;
+/// thread count: about a millisecond of fills (~18 ns a slot, measured), where starting
+/// a thread (tens of microseconds) would be a visible share. A one-endpoint change
+/// fills a single table, always on the calling thread.
+const PARALLEL_MIN_SLOTS: u64 = 65_536;
 
 /// The Maglev tables of `pools` (each a usable-backend list, placed by [`backend_id`]
 /// under `seed`), in order, filled on up to `threads` threads: the calling thread and
