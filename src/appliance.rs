@@ -18,7 +18,7 @@ use kubypass_control::{Publisher, SourceHealth};
 use kubypass_dataplane::pipeline::{
     Context, MacAddr, NeighbourTable, PipelineCounters, Verdict, Worker, WorkerConfig,
 };
-use kubypass_dataplane::table::{Service, ServiceTable};
+use kubypass_dataplane::table::{BuildThreadStart, Service, ServiceTable};
 
 use crate::config::{Config, ConfigError, SchedulerKind};
 use crate::runtime::{Action, ChecksumCaps, FrameProcessor, L4Checksum, TxOffload, WorkerCounters};
@@ -113,6 +113,48 @@ pub struct Plan {
     pub affinity_capacity: usize,
     pub fragment_capacity: usize,
     pub promiscuous: bool,
+    /// `services.build_threads`: the Maglev build threads asked for, if any (see
+    /// [`build_pool`] for the default).
+    pub build_threads: Option<usize>,
+}
+
+/// The most build threads chosen by default.
+pub const MAX_DEFAULT_BUILD_THREADS: usize = 4;
+
+/// How many threads fill Maglev tables, and where each thread a build starts runs:
+/// `configured`, or by default one per CPU of `cpus` (those the process could use at
+/// start) that no worker is pinned to, between 1 and [`MAX_DEFAULT_BUILD_THREADS`]. The
+/// control thread stays on `main_cpu`; build thread `n` (from 1) is pinned to the `n`-th
+/// spare CPU other than `main_cpu` (cycling, and ending on `main_cpu` itself), so builds
+/// never run on a worker's core. No spare CPU known: no pinning.
+pub fn build_pool(
+    configured: Option<usize>,
+    cpus: &[usize],
+    worker_cpus: &[usize],
+    main_cpu: usize,
+) -> (usize, Option<BuildThreadStart>) {
+    let mut spare: Vec<usize> = cpus
+        .iter()
+        .copied()
+        .filter(|c| !worker_cpus.contains(c) && *c != main_cpu)
+        .collect();
+    if cpus.contains(&main_cpu) && !worker_cpus.contains(&main_cpu) {
+        spare.push(main_cpu);
+    }
+    let threads = match configured {
+        Some(n) => n.max(1),
+        None => spare.len().clamp(1, MAX_DEFAULT_BUILD_THREADS),
+    };
+    if threads == 1 || spare.is_empty() {
+        return (threads, None);
+    }
+    let start = BuildThreadStart(Arc::new(move |n: usize| {
+        if let Some(&cpu) = spare.get(n.saturating_sub(1) % spare.len()) {
+            // A refusal leaves the thread where it was started (the main CPU).
+            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        }
+    }));
+    (threads, Some(start))
 }
 
 /// Parses `02:00:c6:12:01:02`.
@@ -245,7 +287,15 @@ impl Plan {
             },
             // Known once EAL has the lcores: set by `run` before the control thread starts.
             workers: 1,
+            // Likewise (see `build_pool`).
+            build_threads: 1,
+            build_thread_start: None,
         };
+        if services.build_threads == Some(0) {
+            return Err(bad(
+                "services.build_threads is 0: use at least 1, or leave it out for one per spare CPU".into(),
+            ));
+        }
         let d = &config.dataplane;
         if d.conntrack_capacity == 0 {
             return Err(bad(
@@ -267,6 +317,7 @@ impl Plan {
             affinity_capacity: d.affinity_capacity,
             fragment_capacity: d.fragment_capacity,
             promiscuous: d.promiscuous,
+            build_threads: services.build_threads,
         })
     }
 
@@ -689,6 +740,51 @@ mod tests {
         assert_eq!((w.index, w.workers), (1, 2));
         assert_eq!(w.ports[1].mac, [2, 0, 0, 0, 0, 2]);
         assert_eq!(w.ports[1].addrs, vec![(a2, 24)]);
+    }
+
+    #[test]
+    fn build_threads_come_from_the_config_and_zero_is_refused() {
+        let mut c = lab_config();
+        assert_eq!(Plan::new(&c, Path::new("/")).unwrap().build_threads, None);
+        let services: crate::config::ServicesConfig =
+            serde_yaml_ng::from_str("build_threads: 3").unwrap();
+        assert_eq!(services.build_threads, Some(3));
+        c.services.as_mut().unwrap().build_threads = Some(3);
+        assert_eq!(
+            Plan::new(&c, Path::new("/")).unwrap().build_threads,
+            Some(3)
+        );
+        c.services.as_mut().unwrap().build_threads = Some(0);
+        assert!(plan_error(&c).contains("services.build_threads is 0"));
+    }
+
+    #[test]
+    fn build_pool_defaults_to_spare_cpus_and_pins_threads_off_the_workers() {
+        let eight: Vec<usize> = (0..8).collect();
+        // 8 CPUs, 3 workers, main on 0: 5 spare, capped at 4.
+        let (n, start) = build_pool(None, &eight, &[1, 2, 3], 0);
+        assert_eq!((n, start.is_some()), (4, true));
+        // 2 CPUs, 1 worker: the main CPU alone, so one thread and nothing to pin.
+        assert_eq!(build_pool(None, &[0, 1], &[1], 0), (1, None));
+        // CPUs unknown: one thread, unless asked; asked for, no pinning without a CPU.
+        assert_eq!(build_pool(None, &[], &[1], 0), (1, None));
+        assert_eq!(build_pool(Some(2), &[], &[1], 0), (2, None));
+        // Asked for more than the spare CPUs: as asked.
+        let (n, start) = build_pool(Some(3), &[0, 1], &[1], 0);
+        assert_eq!((n, start.is_some()), (3, true));
+        // Build thread 1 goes to the first spare CPU that is not the main one.
+        let here = core_affinity::get_core_ids().unwrap_or_default();
+        if let [main, other, ..] = here[..] {
+            let (_, start) = build_pool(None, &[main.id, other.id], &[], main.id);
+            let start = start.unwrap();
+            let pinned = std::thread::spawn(move || {
+                (start.0)(1);
+                core_affinity::get_core_ids()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(pinned, Some(vec![other]));
+        }
     }
 
     #[test]

@@ -294,6 +294,9 @@ pub struct ServicesConfig {
     pub debounce_ms: u64,
     /// How often manifest files are checked for changes.
     pub poll_interval_ms: u64,
+    /// Threads that fill Maglev tables when a table is built, the control thread
+    /// included; absent: the CPUs the appliance may use minus the workers' (1 to 4).
+    pub build_threads: Option<usize>,
 }
 
 impl Default for ServicesConfig {
@@ -309,6 +312,7 @@ impl Default for ServicesConfig {
             seed: 0,
             debounce_ms: 10,
             poll_interval_ms: 200,
+            build_threads: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use kubypass::appliance::{
-    error_chain, start_control, Plan, ServiceProcessor, Shared, WorkerViews,
+    build_pool, error_chain, start_control, Plan, ServiceProcessor, Shared, WorkerViews,
 };
 use kubypass::config::{Config, PortConfig, ProcessorKind};
 use kubypass::runtime::{self, PairedForwarder, RunOptions, SteerByHashForwarder};
@@ -93,6 +93,9 @@ struct RunArgs {
     /// Override admin.listen (ADDRESS:PORT).
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<std::net::SocketAddr>,
+    /// Override services.build_threads: threads that fill Maglev tables at a build.
+    #[arg(long, value_name = "N")]
+    build_threads: Option<usize>,
     /// Read this file instead of /proc/meminfo for the hugepage check.
     #[arg(long, hide = true)]
     meminfo: Option<PathBuf>,
@@ -139,6 +142,9 @@ fn real_main(cli: Cli) -> Result<()> {
     }
     if let Some(addr) = a.admin_listen {
         config.admin.listen = Some(addr);
+    }
+    if let (Some(n), Some(services)) = (a.build_threads, config.services.as_mut()) {
+        services.build_threads = Some(n);
     }
     if !a.ports.is_empty() {
         config.ports = a
@@ -214,6 +220,12 @@ fn run_service(
     if let Some(w) = kubypass::dpdk::huge_page_warning(thp.as_deref(), tunables.as_deref()) {
         eprintln!("kubypass: warning: {w}");
     }
+    // The CPUs this process may use, read before EAL pins this thread to one.
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let shared = Shared::new(plan.neighbours.clone());
     // Filled by the processor factory, read by the ready hook: both run on this thread.
     let pipeline_counters = std::cell::RefCell::new(Vec::new());
@@ -234,6 +246,10 @@ fn run_service(
         |ready| {
             let mut plan = plan.clone();
             plan.control.settings.workers = ready.counters.len();
+            let (threads, start) =
+                build_pool(plan.build_threads, &cpus, ready.worker_cpus, ready.main_cpu);
+            plan.control.settings.build_threads = threads;
+            plan.control.settings.build_thread_start = start;
             let views = WorkerViews {
                 runtime: Arc::clone(ready.counters),
                 pipeline: pipeline_counters.take(),
@@ -271,4 +287,23 @@ fn replay(r: ReplayArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     println!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_threads_option_parses() {
+        let cli = Cli::try_parse_from(["kubypass", "run", "-c", "k.yaml", "--build-threads", "3"])
+            .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!("want run");
+        };
+        assert_eq!(a.build_threads, Some(3));
+        assert!(
+            Cli::try_parse_from(["kubypass", "run", "-c", "k.yaml", "--build-threads", "x"])
+                .is_err()
+        );
+    }
 }

@@ -24,22 +24,29 @@ fn bench(c: &mut Criterion) {
         let (svcs, mut slices) = cluster(services, per);
         let publisher = Publisher::new();
 
-        group.bench_function(BenchmarkId::new("full_build", &id), |b| {
-            // No previous table: every Maglev table is built, as at start or after a
-            // resync, from the objects to the table visible to workers. What the control
-            // thread then keeps (its Translator, the status for /status) is dropped after
-            // the timing, as is the table.
-            b.iter_with_large_drop(|| {
-                let start = Instant::now();
-                let mut translator = Translator::new(settings.clone());
-                let t = translator.translate(&svcs, &slices, None);
-                let fresh = Publisher::new();
-                fresh
-                    .publish(t.table, Some(start), start.elapsed())
-                    .unwrap();
-                (fresh, translator, t.status, t.warnings)
-            })
-        });
+        // No previous table: every Maglev table is built, as at start or after a resync,
+        // from the objects to the table visible to workers. What the control thread then
+        // keeps (its Translator, the status for /status) is dropped after the timing, as
+        // is the table. `full_build` fills on the calling thread alone,
+        // `full_build_2_threads` on it and one build thread.
+        for (name, threads) in [("full_build", 1), ("full_build_2_threads", 2)] {
+            let settings = ProxySettings {
+                build_threads: threads,
+                ..settings.clone()
+            };
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter_with_large_drop(|| {
+                    let start = Instant::now();
+                    let mut translator = Translator::new(settings.clone());
+                    let t = translator.translate(&svcs, &slices, None);
+                    let fresh = Publisher::new();
+                    fresh
+                        .publish(t.table, Some(start), start.elapsed())
+                        .unwrap();
+                    (fresh, translator, t.status, t.warnings)
+                })
+            });
+        }
 
         // One endpoint of one slice flips between two addresses; everything else reused,
         // as in the publication loop: Translator's cache and the previous Maglev tables.

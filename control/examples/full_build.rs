@@ -1,10 +1,12 @@
 //! One full translate + build + publish of a synthetic cluster, repeated, for profilers
 //! (`valgrind --tool=callgrind`, `perf record`) that want the work without criterion.
 //!
-//! cargo run --release -p kubypass-control --example full_build -- SERVICES PER_SERVICE [RUNS]
+//! cargo run --release -p kubypass-control --example full_build -- SERVICES PER_SERVICE [RUNS [THREADS]]
 //!
-//! After each run it also times the Maglev fills alone (the same tables, from the built
-//! services' usable backends), the part of a full build no other work can remove.
+//! THREADS is `ProxySettings::build_threads` (default 1). After each run it also times
+//! the Maglev fills alone, one after the other on this thread (the same tables, from the
+//! built services' usable backends): the part of a one-thread full build no other work
+//! can remove.
 
 use std::time::Instant;
 
@@ -18,15 +20,19 @@ mod cluster;
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("SERVICES PER_SERVICE [RUNS]"))
+        .map(|a| a.parse().expect("SERVICES PER_SERVICE [RUNS [THREADS]]"))
         .collect();
     let (services, per) = (
         args.first().copied().unwrap_or(10_000),
         args.get(1).copied().unwrap_or(10),
     );
     let runs = args.get(2).copied().unwrap_or(1);
+    let threads = args.get(3).copied().unwrap_or(1);
     let (svcs, slices) = cluster::cluster(services, per);
-    let settings = ProxySettings::default();
+    let settings = ProxySettings {
+        build_threads: threads,
+        ..ProxySettings::default()
+    };
     for _ in 0..runs {
         let start = Instant::now();
         let mut translator = Translator::new(settings.clone());
@@ -59,6 +65,8 @@ fn main() {
             .zip(table.services())
             .all(|(f, s)| f == s.maglev()));
         drop((table, publisher, translator, t.status, t.warnings, fills));
-        println!("{services}x{per}: full build {took:?}, Maglev fills alone {fill:?}");
+        println!(
+            "{services}x{per}, {threads} build thread(s): full build {took:?}, Maglev fills alone (one thread) {fill:?}"
+        );
     }
 }

@@ -42,8 +42,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubypass_dataplane::hash::{FastMap, FastSet};
 use kubypass_dataplane::table::Service as TableService;
 use kubypass_dataplane::table::{
-    Backend, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol, NoBackendAction, Scheduler,
-    ServiceId, ServiceSpec, ServiceTable, ServiceTableBuilder,
+    Backend, BuildThreadStart, Conditions, FrontendKey, FrontendKind, IpCidr, L4Protocol,
+    NoBackendAction, Scheduler, ServiceId, ServiceSpec, ServiceTable, ServiceTableBuilder,
 };
 
 /// Label naming the proxy that should handle a Service.
@@ -75,6 +75,11 @@ pub struct ProxySettings {
     /// How many workers read the table: each gets its own slot in every Service and
     /// backend counter (0 counts as 1).
     pub workers: usize,
+    /// Threads that fill Maglev tables when a table is built, the control thread
+    /// included (0 counts as 1: no thread started). The table does not depend on it.
+    pub build_threads: usize,
+    /// Run first on each thread a build starts (e.g. to pin it to a spare CPU).
+    pub build_thread_start: Option<BuildThreadStart>,
 }
 
 /// The outcome of [`translate`].
@@ -629,6 +634,8 @@ fn table_builder(settings: &ProxySettings, previous: Option<&ServiceTable>) -> S
         .seed(settings.seed)
         .scheduler(settings.scheduler)
         .workers(settings.workers.max(1))
+        .build_threads(settings.build_threads.max(1))
+        .on_build_thread(settings.build_thread_start.clone())
 }
 
 /// Adds one Service's pools and frontends to `builder`. `built` are the table services
@@ -2621,6 +2628,55 @@ mod translator_tests {
 
     fn shared(a: &ServiceTable, b: &ServiceTable, i: usize) -> bool {
         Arc::ptr_eq(&a.services()[i], &b.services()[i])
+    }
+
+    #[test]
+    fn build_threads_fill_the_same_maglev_tables_on_the_threads_placed_by_the_hook() {
+        // 220 Services of 10 endpoints: 220 tables of 1,021 slots, enough for the builder
+        // to start its threads.
+        let services: Vec<_> = (0..220)
+            .map(|i| {
+                svc(
+                    &format!("s{i}"),
+                    &format!("198.18.{}.{}", i / 200, i % 200 + 1),
+                )
+            })
+            .collect();
+        let slices: Vec<_> = (0..220)
+            .map(|i| {
+                let mut s = (*slice(&format!("s{i}"), "10.0.0.1")).clone();
+                s.endpoints = (0..10)
+                    .map(|j| Endpoint {
+                        addresses: vec![format!("10.1.{i}.{}", j + 1)],
+                        ..Default::default()
+                    })
+                    .collect();
+                Arc::new(s)
+            })
+            .collect();
+        let one = Translator::new(ProxySettings::default())
+            .translate(&services, &slices, None)
+            .table;
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let settings = ProxySettings {
+            build_threads: 2,
+            build_thread_start: Some(BuildThreadStart(Arc::new({
+                let started = Arc::clone(&started);
+                move |_| {
+                    started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }))),
+            ..ProxySettings::default()
+        };
+        let two = Translator::new(settings)
+            .translate(&services, &slices, None)
+            .table;
+        assert_eq!(started.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(one.services().len(), 220);
+        for (a, b) in one.services().iter().zip(two.services()) {
+            assert_eq!(a.usable_backends().len(), 10);
+            assert_eq!(a.maglev(), b.maglev());
+        }
     }
 
     #[test]

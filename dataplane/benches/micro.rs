@@ -112,9 +112,10 @@ fn maglev_backends(service: usize, seed: u64) -> Vec<MaglevBackend> {
         .collect()
 }
 
-/// Building Maglev tables for 10,000 Services × 10 backends (1,021 slots each): the
-/// tables alone, and the whole `ServiceTable` through its builder (what the control
-/// plane pays to publish a table from nothing). Throughput is per Service.
+/// Building Maglev tables for 10,000 Services × 10 backends (1,021 slots each) and for
+/// 1,000 Services × 250 backends (32,749 slots each): the tables alone, and the whole
+/// `ServiceTable` of 10,000 × 10 through its builder (what the control plane pays to
+/// publish a table from nothing). Throughput is per Service.
 fn maglev_build(c: &mut Criterion) {
     const SERVICES: usize = 10_000;
     let mut g = c.benchmark_group("maglev_build");
@@ -130,6 +131,29 @@ fn maglev_build(c: &mut Criterion) {
             black_box(slots)
         })
     });
+    // Backend identities straight from the hash: 250 addresses do not fit the 16 per
+    // Service that `backend_addr` numbers.
+    let large: Vec<Vec<MaglevBackend>> = (0..1_000u64)
+        .map(|i| {
+            (0..250u64)
+                .map(|j| MaglevBackend {
+                    id: kubypass_dataplane::hash::hash_words(7, &[i, j]),
+                    weight: 1,
+                })
+                .collect()
+        })
+        .collect();
+    g.throughput(Throughput::Elements(large.len() as u64));
+    g.bench_function("tables_1000x250", |b| {
+        b.iter(|| {
+            let mut slots = 0;
+            for l in &large {
+                slots += Maglev::new(l).len();
+            }
+            black_box(slots)
+        })
+    });
+    g.throughput(Throughput::Elements(SERVICES as u64));
     g.bench_function("service_table_10000x10", |b| {
         // The builder is consumed by `build`; making it is setup, not measured.
         b.iter_batched(

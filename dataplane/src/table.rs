@@ -386,14 +386,15 @@ impl Service {
     /// earlier table, if any) it keeps the Maglev table when the seed and usable backends
     /// are the same, and the service's and same-addressed backends' counters when they
     /// are in `bank` (same worker count); new counters get slots of `bank`.
-    /// `scratch` is working space the caller may reuse from one service to the next.
+    /// When no Maglev table can be kept, the service gets `unfilled` and the second value
+    /// is true: the caller fills its table (see [`fill_maglevs`]) and puts it in.
     fn build(
         spec: Arc<ServiceSpec>,
         seed: u64,
         bank: &Arc<CounterBank>,
         earlier: Option<&Service>,
-        scratch: &mut Vec<MaglevBackend>,
-    ) -> Service {
+        unfilled: &Arc<Maglev>,
+    ) -> (Service, bool) {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
         let counted = earlier.filter(|e| e.counters.is_in(bank));
         let usable = usable_backends(&spec.backends);
@@ -429,18 +430,11 @@ impl Service {
         let counters = counted
             .map(|e| e.counters.clone())
             .unwrap_or_else(|| bank.issue());
-        let maglev = match earlier {
-            Some(e) if e.seed == seed && *e.usable == usable[..] => e.maglev.clone(),
-            _ => {
-                scratch.clear();
-                scratch.extend(usable.iter().map(|b| MaglevBackend {
-                    id: backend_id(seed, b),
-                    weight: b.weight,
-                }));
-                Arc::new(Maglev::new(scratch))
-            }
+        let (maglev, to_fill) = match earlier {
+            Some(e) if e.seed == seed && *e.usable == usable[..] => (e.maglev.clone(), false),
+            _ => (Arc::clone(unfilled), true),
         };
-        Service {
+        let service = Service {
             key: service_key(&spec.name),
             affinity_timeout_secs: spec.affinity_timeout_secs,
             spec,
@@ -450,8 +444,114 @@ impl Service {
             seed,
             counters,
             listed,
-        }
+        };
+        (service, to_fill)
     }
+}
+
+/// Runs first on every thread a table build starts, given the thread's number (1 up to
+/// the build thread count, the building thread being 0): where the caller places build
+/// threads. Equal when it is the same function (pointer equality).
+#[derive(Clone)]
+pub struct BuildThreadStart(pub Arc<dyn Fn(usize) + Send + Sync>);
+
+impl fmt::Debug for BuildThreadStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BuildThreadStart(..)")
+    }
+}
+
+impl PartialEq for BuildThreadStart {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BuildThreadStart {}
+
+/// Total slots below which [`fill_maglevs`] fills on the calling thread whatever the
+/// thread count: about a millisecond of fills (~18 ns a slot, measured), where starting
+/// a thread (tens of microseconds) would be a visible share. A one-endpoint change
+/// fills a single table, always on the calling thread.
+const PARALLEL_MIN_SLOTS: u64 = 65_536;
+
+/// The Maglev tables of `pools` (each a usable-backend list, placed by [`backend_id`]
+/// under `seed`), in order, filled on up to `threads` threads: the calling thread and
+/// `threads - 1` scoped ones (none for 1, or when the tables total fewer than
+/// `min_slots` slots), and the number of threads started. Threads take pools largest
+/// table first, one at a time, so their loads even out by slot count. Every table is
+/// [`Maglev::new`]'s, so the result does not depend on the thread count; a thread the
+/// OS refuses leaves its share to the others. A started thread runs `start` first.
+fn fill_maglevs(
+    seed: u64,
+    pools: &[&[Backend]],
+    threads: usize,
+    min_slots: u64,
+    start: Option<&BuildThreadStart>,
+) -> (Vec<Maglev>, usize) {
+    let fill = |pool: &[Backend], scratch: &mut Vec<MaglevBackend>| {
+        scratch.clear();
+        scratch.extend(pool.iter().map(|b| MaglevBackend {
+            id: backend_id(seed, b),
+            weight: b.weight,
+        }));
+        Maglev::new(scratch)
+    };
+    let slots = |pool: &[Backend]| {
+        u64::from(crate::maglev::table_size(
+            pool.iter().filter(|b| b.weight > 0).count(),
+        ))
+    };
+    let threads = threads.clamp(1, pools.len().max(1));
+    if threads == 1 || pools.iter().map(|p| slots(p)).sum::<u64>() < min_slots {
+        let mut scratch = Vec::new();
+        return (pools.iter().map(|p| fill(p, &mut scratch)).collect(), 0);
+    }
+    // Largest first (ties in pool order): the last pools taken are the smallest, so no
+    // thread is left with a big table while the others are done.
+    let mut order: Vec<(u64, usize)> = pools.iter().map(|p| slots(p)).zip(0..).collect();
+    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done: Vec<(usize, Maglev)> = Vec::new();
+        let mut scratch = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(_, i)) = order.get(at) else {
+                return done;
+            };
+            if let Some(pool) = pools.get(i) {
+                done.push((i, fill(pool, &mut scratch)));
+            }
+        }
+    };
+    let (mut done, started) = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|n| {
+                std::thread::Builder::new()
+                    .name(format!("maglev-fill-{n}"))
+                    .spawn_scoped(scope, move || {
+                        if let Some(start) = start {
+                            (start.0)(n);
+                        }
+                        work()
+                    })
+                    .ok()
+            })
+            .collect();
+        let started = helpers.len();
+        let mut done = work();
+        for h in helpers {
+            // A fill does not panic; if one did, its panic is this one.
+            match h.join() {
+                Ok(d) => done.extend(d),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        (done, started)
+    });
+    done.sort_unstable_by_key(|&(i, _)| i);
+    (done.into_iter().map(|(_, m)| m).collect(), started)
 }
 
 /// What the table knows of one listed backend besides its address.
@@ -681,9 +781,28 @@ pub struct ServiceTableBuilder {
     /// The one empty source-range list every unrestricted frontend shares.
     no_ranges: Option<Arc<[IpCidr]>>,
     workers: usize,
+    build_threads: usize,
+    on_build_thread: Option<BuildThreadStart>,
+    /// [`PARALLEL_MIN_SLOTS`] unless a test lowers it.
+    parallel_min_slots: Option<u64>,
 }
 
 impl ServiceTableBuilder {
+    /// How many threads fill Maglev tables at build, the calling one included (default
+    /// and 0: 1, no thread started). The table is the same whatever the count.
+    pub fn build_threads(mut self, threads: usize) -> Self {
+        self.build_threads = threads;
+        self
+    }
+
+    /// What every thread the build starts runs first (none by default): where the caller
+    /// places them, e.g. on CPUs no worker is pinned to. Threads inherit the CPU affinity
+    /// of the thread that builds, which on an appliance is a single CPU.
+    pub fn on_build_thread(mut self, start: Option<BuildThreadStart>) -> Self {
+        self.on_build_thread = start;
+        self
+    }
+
     /// How many workers count into the per-service and per-backend counters (default 1).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
@@ -821,31 +940,65 @@ impl ServiceTableBuilder {
                 .get(name)
                 .copied()
         };
-        let mut services = Vec::with_capacity(self.services.len());
-        let mut scratch = Vec::new();
+        // Services are made first, with the Maglev tables they keep; the tables to fill
+        // are filled together afterwards, on `build_threads` threads.
+        enum Made {
+            Shared(Arc<Service>),
+            /// A new service, and whether its Maglev table is still to fill.
+            New(Service, bool),
+        }
+        let unfilled = Arc::new(Maglev::new(&[]));
+        let mut made = Vec::with_capacity(self.services.len());
         for pending in self.services {
-            services.push(match pending {
-                PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => s,
+            made.push(match pending {
+                PendingService::Built(s) if s.seed == seed && s.counters.is_in(&bank) => {
+                    Made::Shared(s)
+                }
                 PendingService::Built(s) => {
                     let earlier = earlier_named(s.name()).unwrap_or(&*s);
                     let spec = Arc::clone(&s.spec);
-                    Arc::new(Service::build(
-                        spec,
-                        seed,
-                        &bank,
-                        Some(earlier),
-                        &mut scratch,
-                    ))
+                    let (s, fill) = Service::build(spec, seed, &bank, Some(earlier), &unfilled);
+                    Made::New(s, fill)
                 }
                 PendingService::Spec(spec, earlier) => {
                     let earlier = match earlier.as_deref() {
                         Some(e) => Some(e),
                         None => earlier_named(&spec.name),
                     };
-                    Arc::new(Service::build(spec, seed, &bank, earlier, &mut scratch))
+                    let (s, fill) = Service::build(spec, seed, &bank, earlier, &unfilled);
+                    Made::New(s, fill)
                 }
             });
         }
+        let pools: Vec<&[Backend]> = made
+            .iter()
+            .filter_map(|m| match m {
+                Made::New(s, true) => Some(&*s.usable),
+                _ => None,
+            })
+            .collect();
+        let min_slots = self.parallel_min_slots.unwrap_or(PARALLEL_MIN_SLOTS);
+        let (filled, _) = fill_maglevs(
+            seed,
+            &pools,
+            self.build_threads.max(1),
+            min_slots,
+            self.on_build_thread.as_ref(),
+        );
+        let unfilled_services = made.iter_mut().filter_map(|m| match m {
+            Made::New(s, true) => Some(s),
+            _ => None,
+        });
+        for (s, maglev) in unfilled_services.zip(filled) {
+            s.maglev = Arc::new(maglev);
+        }
+        let services: Vec<Arc<Service>> = made
+            .into_iter()
+            .map(|m| match m {
+                Made::Shared(s) => s,
+                Made::New(s, _) => Arc::new(s),
+            })
+            .collect();
         let mut frontends = self.frontends;
         let mut service_addrs = self.service_addrs;
         let mut same_addrs =
@@ -1003,6 +1156,124 @@ mod tests {
             &one.services[1].maglev,
             &two.services[1].maglev
         ));
+    }
+
+    /// Pools of 0 to 60 backends, one of weight 3 in every third pool; `round` changes
+    /// the last backend of every other pool from one round to the next.
+    fn pools(round: u8) -> Vec<ServiceSpec> {
+        (0..14u8)
+            .map(|i| {
+                let n = usize::from(i) * 13 % 61;
+                let backends = (0..n)
+                    .map(|j| {
+                        let last = j + 1 == n && i % 2 == 1;
+                        let addr = format!("10.{i}.{}.{}", if last { round } else { 0 }, j + 1);
+                        let mut b = backend(&addr, 80, Conditions::READY);
+                        if i % 3 == 0 && j == 0 {
+                            b.weight = 3;
+                        }
+                        b
+                    })
+                    .collect();
+                spec(&format!("pool{i}"), backends)
+            })
+            .collect()
+    }
+
+    fn build_pools(round: u8, threads: usize, previous: Option<&ServiceTable>) -> ServiceTable {
+        let mut b = ServiceTable::builder().seed(9).build_threads(threads);
+        // Every fill set crosses the threshold, so 2 and 3 threads start threads.
+        b.parallel_min_slots = Some(0);
+        for s in pools(round) {
+            b.add_service(s);
+        }
+        b.build_reusing(previous)
+    }
+
+    #[test]
+    fn maglev_tables_are_the_same_on_any_number_of_build_threads() {
+        let first = build_pools(0, 1, None);
+        for threads in [0, 1, 2, 3] {
+            let fresh = build_pools(0, threads, None);
+            let next = build_pools(1, threads, Some(&first));
+            for (i, s) in fresh.services.iter().enumerate() {
+                assert_eq!(
+                    s.maglev, first.services[i].maglev,
+                    "{threads} threads, pool {i}"
+                );
+                let direct: Vec<MaglevBackend> = s
+                    .usable
+                    .iter()
+                    .map(|b| MaglevBackend {
+                        id: backend_id(9, b),
+                        weight: b.weight,
+                    })
+                    .collect();
+                assert_eq!(*s.maglev, Maglev::new(&direct));
+            }
+            let again = build_pools(1, 1, Some(&first));
+            for (i, s) in next.services.iter().enumerate() {
+                assert_eq!(
+                    s.maglev, again.services[i].maglev,
+                    "{threads} threads, pool {i}"
+                );
+                // Even pools are unchanged: their tables are the first build's, shared.
+                let kept = Arc::ptr_eq(&s.maglev, &first.services[i].maglev);
+                assert_eq!(kept, i % 2 == 0, "{threads} threads, pool {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn fills_start_threads_only_when_asked_and_worth_it() {
+        let specs = pools(0);
+        let usable: Vec<Vec<Backend>> =
+            specs.iter().map(|s| usable_backends(&s.backends)).collect();
+        let pools: Vec<&[Backend]> = usable.iter().map(|u| &u[..]).collect();
+        let (one, started) = fill_maglevs(5, &pools, 1, 0, None);
+        assert_eq!(started, 0);
+        for threads in [2, 3, 4] {
+            let (many, started) = fill_maglevs(5, &pools, threads, 0, None);
+            assert_eq!(started, threads - 1);
+            assert_eq!(many, one);
+        }
+        // More threads than pools: one per pool.
+        let (two, started) = fill_maglevs(5, &pools[..2], 8, 0, None);
+        assert_eq!((started, &two[..]), (1, &one[..2]));
+        // Under the slot threshold: all on the calling thread.
+        let (small, started) = fill_maglevs(5, &pools, 4, u64::MAX, None);
+        assert_eq!((started, small), (0, one));
+    }
+
+    #[test]
+    fn started_build_threads_run_the_start_hook_first() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hook = BuildThreadStart(Arc::new({
+            let seen = Arc::clone(&seen);
+            move |n| seen.lock().unwrap().push((n, std::thread::current().id()))
+        }));
+        assert_eq!(hook, hook.clone());
+        let t = build_pools(0, 3, None);
+        assert!(seen.lock().unwrap().is_empty());
+        let mut b = ServiceTable::builder()
+            .seed(9)
+            .build_threads(3)
+            .on_build_thread(Some(hook));
+        b.parallel_min_slots = Some(0);
+        for s in pools(0) {
+            b.add_service(s);
+        }
+        let hooked = b.build();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable_by_key(|&(n, _)| n);
+        assert_eq!(seen.iter().map(|&(n, _)| n).collect::<Vec<_>>(), [1, 2]);
+        assert!(seen
+            .iter()
+            .all(|&(_, id)| id != std::thread::current().id()));
+        assert_ne!(seen[0].1, seen[1].1);
+        for (a, b) in t.services.iter().zip(&hooked.services) {
+            assert_eq!(a.maglev, b.maglev);
+        }
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct Ready<'a> {
     pub tx_checksum: &'a [ChecksumCaps],
     /// Every worker's runtime counters.
     pub counters: &'a Arc<Vec<WorkerCounters>>,
+    /// The CPU each worker is pinned to, in worker order.
+    pub worker_cpus: &'a [usize],
+    /// The main lcore's CPU, where the calling thread now runs.
+    pub main_cpu: usize,
 }
 
 /// What a finished run reports.
@@ -378,10 +382,13 @@ where
             idle_yield_after: config.workers.idle_yield_after,
         });
     }
+    let worker_cpus: Vec<usize> = lcores.iter().map(|&l| eal.lcore_cpu(l) as usize).collect();
     on_ready(&Ready {
         macs: &macs,
         tx_checksum: &tx_checksum,
         counters: &counters,
+        worker_cpus: &worker_cpus,
+        main_cpu,
     });
     let mut launched = Vec::with_capacity(nworkers);
     let started = Instant::now();
