@@ -32,6 +32,8 @@
 //! holds. The heaviest backend takes a turn every round; a backend of half its weight
 //! every other round. Slot shares are therefore proportional to weight up to ±1 slot.
 
+use std::sync::Arc;
+
 /// One backend as Maglev sees it: a stable identity hash and a weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MaglevBackend {
@@ -59,11 +61,13 @@ pub struct Maglev {
 }
 
 /// The slot array, 16 bits a slot when every backend index fits (half the memory and
-/// cache footprint of 32 bits), 32 bits otherwise.
+/// cache footprint of 32 bits), 32 bits otherwise. Shared by reference count: a Service
+/// whose backends did not change keeps its table from one `ServiceTable` to the next, and
+/// holds the `Maglev` itself, so a lookup goes from the Service straight to its slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Slots {
-    Narrow(Box<[u16]>),
-    Wide(Box<[u32]>),
+    Narrow(Arc<[u16]>),
+    Wide(Arc<[u32]>),
 }
 
 /// The table size for `n` backends of weight > 0 (0 when `n == 0`).
@@ -95,14 +99,14 @@ impl Maglev {
         let live = backends.iter().filter(|b| b.weight > 0).count();
         if live == 0 || size == 0 || backends.len() > u32::MAX as usize {
             return Maglev {
-                slots: Slots::Narrow(Box::new([])),
+                slots: Slots::Narrow(Arc::new([])),
             };
         }
         let m = next_prime(size.max(2));
         let slots = if backends.len() < usize::from(u16::MAX) {
-            Slots::Narrow(fill::<u16>(backends, m))
+            Slots::Narrow(Arc::from(fill::<u16>(backends, m)))
         } else {
-            Slots::Wide(fill::<u32>(backends, m))
+            Slots::Wide(Arc::from(fill::<u32>(backends, m)))
         };
         Maglev { slots }
     }
@@ -124,6 +128,16 @@ impl Maglev {
         match &self.slots {
             Slots::Narrow(s) => s.len(),
             Slots::Wide(s) => s.len(),
+        }
+    }
+
+    /// Whether `other` is this very table (a clone of it), not only an equal one: how a
+    /// reused table is told from a rebuilt one.
+    pub fn shares_slots(&self, other: &Maglev) -> bool {
+        match (&self.slots, &other.slots) {
+            (Slots::Narrow(a), Slots::Narrow(b)) => Arc::ptr_eq(a, b),
+            (Slots::Wide(a), Slots::Wide(b)) => Arc::ptr_eq(a, b),
+            _ => false,
         }
     }
 

@@ -287,7 +287,7 @@ pub struct Service {
     /// The counters of `usable[i]`, at `i`: a backend the scheduler picks is counted
     /// without looking its address up in `listed`.
     usable_counters: Box<[TrafficSlots]>,
-    maglev: Arc<Maglev>,
+    maglev: Maglev,
     /// `spec.affinity_timeout_secs`, here because every new flow reads it and the spec
     /// is another cache line.
     affinity_timeout_secs: Option<u32>,
@@ -393,7 +393,7 @@ impl Service {
         seed: u64,
         bank: &Arc<CounterBank>,
         earlier: Option<&Service>,
-        unfilled: &Arc<Maglev>,
+        unfilled: &Maglev,
     ) -> (Service, bool) {
         let earlier = earlier.filter(|e| e.spec.name == spec.name);
         let counted = earlier.filter(|e| e.counters.is_in(bank));
@@ -432,7 +432,7 @@ impl Service {
             .unwrap_or_else(|| bank.issue());
         let (maglev, to_fill) = match earlier {
             Some(e) if e.seed == seed && *e.usable == usable[..] => (e.maglev.clone(), false),
-            _ => (Arc::clone(unfilled), true),
+            _ => (unfilled.clone(), true),
         };
         let service = Service {
             key: service_key(&spec.name),
@@ -947,7 +947,7 @@ impl ServiceTableBuilder {
             /// A new service, and whether its Maglev table is still to fill.
             New(Service, bool),
         }
-        let unfilled = Arc::new(Maglev::new(&[]));
+        let unfilled = Maglev::new(&[]);
         let mut made = Vec::with_capacity(self.services.len());
         for pending in self.services {
             made.push(match pending {
@@ -990,7 +990,7 @@ impl ServiceTableBuilder {
             _ => None,
         });
         for (s, maglev) in unfilled_services.zip(filled) {
-            s.maglev = Arc::new(maglev);
+            s.maglev = maglev;
         }
         let services: Vec<Arc<Service>> = made
             .into_iter()
@@ -1148,14 +1148,8 @@ mod tests {
         };
         let one = build("10.0.1.1", None);
         let two = build("10.0.1.2", Some(&one));
-        assert!(Arc::ptr_eq(
-            &one.services[0].maglev,
-            &two.services[0].maglev
-        ));
-        assert!(!Arc::ptr_eq(
-            &one.services[1].maglev,
-            &two.services[1].maglev
-        ));
+        assert!(one.services[0].maglev.shares_slots(&two.services[0].maglev));
+        assert!(!one.services[1].maglev.shares_slots(&two.services[1].maglev));
     }
 
     /// Pools of 0 to 60 backends, one of weight 3 in every third pool; `round` changes
@@ -1209,7 +1203,7 @@ mod tests {
                         weight: b.weight,
                     })
                     .collect();
-                assert_eq!(*s.maglev, Maglev::new(&direct));
+                assert_eq!(s.maglev, Maglev::new(&direct));
             }
             let again = build_pools(1, 1, Some(&first));
             for (i, s) in next.services.iter().enumerate() {
@@ -1218,7 +1212,7 @@ mod tests {
                     "{threads} threads, pool {i}"
                 );
                 // Even pools are unchanged: their tables are the first build's, shared.
-                let kept = Arc::ptr_eq(&s.maglev, &first.services[i].maglev);
+                let kept = s.maglev.shares_slots(&first.services[i].maglev);
                 assert_eq!(kept, i % 2 == 0, "{threads} threads, pool {i}");
             }
         }
