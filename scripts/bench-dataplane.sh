@@ -123,9 +123,12 @@ for name, med, best, net in rows:
 
 for n in names("maglev_build"):
     r = load("maglev_build", n)
-    if r:
-        print(f"maglev_build/{n}: {r[0] / 1e6:.1f} ms per 10,000 Services "
-              f"({r[0] / 1e4 / 1e3:.2f} µs per Service; best {r[1] / 1e6:.1f} ms)")
+    # Ids end in SERVICESxBACKENDS (e.g. tables_1000x250).
+    m = re.search(r"(\d+)x\d+$", n)
+    if r and m:
+        services = int(m.group(1))
+        print(f"maglev_build/{n}: {r[0] / 1e6:.1f} ms per {services:,} Services "
+              f"({r[0] / services / 1e3:.2f} µs per Service; best {r[1] / 1e6:.1f} ms)")
 
 def med(group, name):
     r = load(group, name)
