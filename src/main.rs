@@ -143,7 +143,14 @@ fn real_main(cli: Cli) -> Result<()> {
     if let Some(addr) = a.admin_listen {
         config.admin.listen = Some(addr);
     }
-    if let (Some(n), Some(services)) = (a.build_threads, config.services.as_mut()) {
+    if let Some(n) = a.build_threads {
+        let Some(services) = config.services.as_mut() else {
+            anyhow::bail!(
+                "--build-threads sets how Service tables are built, and {} has no services: \
+                 section (add one, or --manifests)",
+                a.config.display()
+            );
+        };
         services.build_threads = Some(n);
     }
     if !a.ports.is_empty() {

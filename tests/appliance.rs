@@ -281,6 +281,14 @@ fn invalid_config_is_a_clear_error() {
 }
 
 #[test]
+fn build_threads_without_services_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "ports: [{name: a, device: net_ring0}]\n");
+    let out = run(&cfg, &["--build-threads", "2"]);
+    assert_clear_error(&out, "--build-threads sets how Service tables are built");
+}
+
+#[test]
 fn unknown_vdev_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
