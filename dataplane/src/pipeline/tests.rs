@@ -1949,6 +1949,43 @@ fn fast_frames(w: &Worker) -> u64 {
     relaxed(&w.counters().fast_path)
 }
 
+/// A translated UDP datagram whose checksum computes to zero leaves with 0xffff (RFC 768:
+/// zero would mean "no checksum"), from the full pipeline and from the fast path alike.
+#[test]
+fn a_translated_udp_checksum_that_computes_to_zero_is_sent_as_ffff() {
+    let out = |payload: &[u8]| {
+        to_port(1)
+            .ipv4(v4(CLIENT), v4(BE1))
+            .ttl(63)
+            .udp(5002, 5353)
+            .payload(payload)
+            .build()
+    };
+    // The payload's last word is chosen so that the translated datagram sums to 0xffff:
+    // it is the checksum the datagram has with that word zero.
+    let check_at = 14 + 20 + 6;
+    let mut payload = b"query-\0\0".to_vec();
+    let probe = out(&payload);
+    let last = payload.len() - 2;
+    payload[last..].copy_from_slice(&probe[check_at..check_at + 2]);
+    let want = out(&payload);
+    assert_eq!(want[check_at..check_at + 2], [0xff, 0xff], "fixture");
+    let input = from_client()
+        .ipv4(v4(CLIENT), v4(VIP))
+        .udp(5002, 53)
+        .payload(&payload)
+        .build();
+    let (t, n) = (table(), NeighbourTable::default());
+    let mut w = Worker::new(config(0, 1));
+    for (now, fast) in [(1, 0), (2, 1)] {
+        assert_eq!(
+            run(&mut w, &t, &n, &input, 0, now),
+            (Verdict::Forward(1), want.clone())
+        );
+        assert_eq!(fast_frames(&w), fast, "frame {now}");
+    }
+}
+
 /// Opens the TCP flow CLIENT:40000 → VIP:80 (its SYN at time 1, the backend's SYN-ACK at
 /// 2, both through the full pipeline); returns the backend it was sent to.
 fn open_web_flow(w: &mut Worker, t: &ServiceTable, n: &NeighbourTable) -> (IpAddr, u16) {

@@ -372,14 +372,17 @@ impl Worker {
         ip[10..12].copy_from_slice(&ip_check);
         if let Some(c) = l4.get_mut(check_at..check_at + 2) {
             let check = [c[0], c[1]];
-            // A zero UDP checksum means "none" and stays zero; a computed zero is sent
-            // as 0xffff.
-            if proto == 6 || check != [0, 0] {
-                let mut new = updated(check, addr_terms + port_terms);
-                if proto == 17 && new == [0, 0] {
-                    new = [0xff, 0xff];
+            let terms = addr_terms + port_terms;
+            match flags {
+                // TCP.
+                Some(_) => c.copy_from_slice(&updated(check, terms)),
+                // UDP: a zero checksum means "none" and stays zero; a computed zero is
+                // sent as 0xffff.
+                None if check != [0, 0] => {
+                    let new = updated(check, terms);
+                    c.copy_from_slice(if new == [0, 0] { &[0xff, 0xff] } else { &new });
                 }
-                c.copy_from_slice(&new);
+                None => {}
             }
         }
 
