@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kubypass_control::{ProxySettings, Publisher, Translator};
 use kubypass_dataplane::table::ServiceTable;
 
-use cluster::{cluster, endpoint};
+use cluster::{cluster, endpoint, full_build};
 
 fn bench(c: &mut Criterion) {
     let settings = ProxySettings::default();
@@ -35,16 +35,7 @@ fn bench(c: &mut Criterion) {
                 ..settings.clone()
             };
             group.bench_function(BenchmarkId::new(name, &id), |b| {
-                b.iter_with_large_drop(|| {
-                    let start = Instant::now();
-                    let mut translator = Translator::new(settings.clone());
-                    let t = translator.translate(&svcs, &slices, None);
-                    let fresh = Publisher::new();
-                    fresh
-                        .publish(t.table, Some(start), start.elapsed())
-                        .unwrap();
-                    (fresh, translator, t.status, t.warnings)
-                })
+                b.iter_with_large_drop(|| full_build(&settings, &svcs, &slices))
             });
         }
 

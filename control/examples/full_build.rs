@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use kubypass_control::{ProxySettings, Publisher, Translator};
+use kubypass_control::ProxySettings;
 use kubypass_dataplane::maglev::{Maglev, MaglevBackend};
 use kubypass_dataplane::table::backend_id;
 
@@ -34,15 +34,9 @@ fn main() {
         ..ProxySettings::default()
     };
     for _ in 0..runs {
-        let start = Instant::now();
-        let mut translator = Translator::new(settings.clone());
-        let t = translator.translate(&svcs, &slices, None);
-        let publisher = Publisher::new();
-        publisher
-            .publish(t.table, Some(start), start.elapsed())
-            .expect("first publication");
-        let took = start.elapsed();
-        let table = publisher.current();
+        let built = cluster::full_build(&settings, &svcs, &slices);
+        let took = built.took;
+        let table = built.publisher.current();
         let seed = table.seed();
         let ids: Vec<Vec<MaglevBackend>> = table
             .services()
@@ -64,7 +58,7 @@ fn main() {
             .iter()
             .zip(table.services())
             .all(|(f, s)| f == s.maglev()));
-        drop((table, publisher, translator, t.status, t.warnings, fills));
+        drop((table, built, fills));
         println!(
             "{services}x{per}, {threads} build thread(s): full build {took:?}, Maglev fills alone (one thread) {fill:?}"
         );

@@ -3,11 +3,13 @@
 //! EndpointSlices of at most [`PER_SLICE`], as reflector stores hold them.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kubypass_control::translate::LABEL_SERVICE_NAME;
+use kubypass_control::translate::{ServiceStatus, Warning, LABEL_SERVICE_NAME};
+use kubypass_control::{ProxySettings, Publisher, Translator};
 
 /// Endpoints per EndpointSlice, as the EndpointSlice controller caps them.
 pub const PER_SLICE: usize = 100;
@@ -80,4 +82,35 @@ pub fn cluster(services: usize, per: usize) -> (Vec<Arc<Service>>, Vec<Arc<Endpo
         (0..services).map(|i| Arc::new(service(i))).collect(),
         slices,
     )
+}
+
+/// What a full build made, handed back so that dropping it is not part of a timing (the
+/// bench only drops it; the example reads the publisher and the time).
+#[allow(dead_code)]
+pub struct FullBuild {
+    pub publisher: Publisher,
+    /// From the start of the translation to the table being published.
+    pub took: Duration,
+    made: (Translator, Vec<Arc<ServiceStatus>>, Vec<Warning>),
+}
+
+/// A full build, as after a restart: a fresh translator turns every Service into a table,
+/// and a fresh publisher publishes it.
+pub fn full_build(
+    settings: &ProxySettings,
+    services: &[Arc<Service>],
+    slices: &[Arc<EndpointSlice>],
+) -> FullBuild {
+    let start = Instant::now();
+    let mut translator = Translator::new(settings.clone());
+    let t = translator.translate(services, slices, None);
+    let publisher = Publisher::new();
+    publisher
+        .publish(t.table, Some(start), start.elapsed())
+        .expect("a first publication succeeds");
+    FullBuild {
+        took: start.elapsed(),
+        publisher,
+        made: (translator, t.status, t.warnings),
+    }
 }
