@@ -712,17 +712,8 @@ fn same_allocations(a: &[Arc<EndpointSlice>], b: &[Arc<EndpointSlice>]) -> bool 
 /// `namespace/name` of an object.
 fn object_key(meta: &ObjectMeta) -> String {
     let namespace = meta.namespace.as_deref().unwrap_or("default");
-    joined(&[namespace, "/", meta.name.as_deref().unwrap_or("")])
-}
-
-/// The parts one after the other, in a string allocated once (`format!` costs several
-/// times more, and keys and pool names are made for every Service).
-fn joined(parts: &[&str]) -> String {
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.push_str(p);
-    }
-    out
+    // `concat` allocates once; `format!` costs several times more, per Service.
+    [namespace, "/", meta.name.as_deref().unwrap_or("")].concat()
 }
 
 /// `namespace/service-name` of the Service a slice belongs to; `None` for unlabelled
@@ -734,7 +725,7 @@ fn slice_key(slice: &EndpointSlice) -> Option<String> {
     }
     let svc = labels.get(LABEL_SERVICE_NAME)?;
     let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-    Some(joined(&[namespace, "/", svc]))
+    Some([namespace, "/", svc].concat())
 }
 
 /// EndpointSlices by (namespace, Service name), each list in slice-name order so merging
@@ -1099,7 +1090,7 @@ impl ServiceContext<'_> {
                 let mut base = if port_name.is_empty() {
                     format!("{ns}/{name}:{port_num}/{family_name}")
                 } else {
-                    joined(&[ns, "/", name, ":", port_name, "/", family_name])
+                    [ns, "/", name, ":", port_name, "/", family_name].concat()
                 };
                 let mut cluster_pool: Option<usize> = None;
                 let mut local_pool: Option<usize> = None;
@@ -1123,7 +1114,7 @@ impl ServiceContext<'_> {
                             NoBackendAction::Reject
                         };
                         let local = std::mem::take(&mut endpoints.local);
-                        (joined(&[&base, "/local"]), local, action)
+                        ([&base, "/local"].concat(), local, action)
                     } else {
                         let all = std::mem::take(&mut endpoints.all);
                         let name = if needs_local {
