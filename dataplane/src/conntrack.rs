@@ -1099,6 +1099,13 @@ impl ConnTrack {
         self.primary_and_tag(key)
     }
 
+    /// The other bucket a key of primary bucket `bucket` and `tag` may be in (where a
+    /// lookup that misses in the primary looks, and an insert may place it).
+    #[inline]
+    pub fn secondary_bucket(&self, bucket: usize, tag: u32) -> usize {
+        self.other_bucket(bucket & self.mask, tag)
+    }
+
     /// The index bucket line at `index`, for a caller that prefetches it.
     #[inline]
     pub fn bucket_line(&self, index: usize) -> Option<&impl Sized> {

@@ -123,6 +123,17 @@ impl Maglev {
         }
     }
 
+    /// The address of the slot [`Maglev::lookup`] reads for `hash`, for a caller that
+    /// prefetches it (`None` when the table is empty).
+    #[inline]
+    pub fn slot_addr(&self, hash: u64) -> Option<*const u8> {
+        let at = |len: usize| ((u128::from(hash) * len as u128) >> 64) as usize;
+        match &self.slots {
+            Slots::Narrow(s) => s.get(at(s.len())).map(|x| (x as *const u16).cast()),
+            Slots::Wide(s) => s.get(at(s.len())).map(|x| (x as *const u32).cast()),
+        }
+    }
+
     /// Number of slots in the lookup table (a prime ≥ 100 × backends, see [`table_size`]).
     pub fn len(&self) -> usize {
         match &self.slots {

@@ -6,6 +6,10 @@
 //! (`namespace/name:port`), possibly split in two when a traffic policy gives the
 //! internal and external frontends different backend sets. Every lookup a worker makes
 //! is a hash-map probe or a Maglev slot read: O(1) whatever the number of Services.
+//! Frontends are in an index of their own ([`frontend_index`]) whose lines a worker can
+//! prefetch.
+
+mod frontend_index;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -15,6 +19,8 @@ use crate::affinity::service_key;
 use crate::hash::{addr_word, hash_words, FastMap, FastSet};
 use crate::maglev::{Maglev, MaglevBackend};
 pub use crate::traffic::{CounterBank, TrafficCounters, TrafficSlots, TrafficTotals};
+use frontend_index::FrontendIndex;
+pub use frontend_index::FrontendRef;
 
 /// Transport protocols a Service port can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -623,7 +629,7 @@ pub struct ServiceTable {
     services: Vec<Arc<Service>>,
     /// Where every service's and backend's counters are (see [`crate::traffic`]).
     bank: Arc<CounterBank>,
-    frontends: FastMap<FrontendKey, Frontend>,
+    frontends: FrontendIndex,
     /// Every frontend address: what ARP/ND answers for, and what an unknown port is
     /// dropped on.
     service_addrs: FastSet<IpAddr>,
@@ -664,7 +670,29 @@ impl ServiceTable {
     /// The frontend for a destination, if it is a captured Service address and port.
     #[inline]
     pub fn frontend(&self, key: &FrontendKey) -> Option<&Frontend> {
-        self.frontends.get(key)
+        self.frontends
+            .find(key)
+            .and_then(|r| self.frontends.at(r))
+            .map(|(f, _)| f)
+    }
+
+    /// Where the frontend for a destination is, if it is a captured Service address and
+    /// port: [`ServiceTable::frontend_at`] then reads it without a second lookup.
+    #[inline]
+    pub fn find_frontend(&self, key: &FrontendKey) -> Option<FrontendRef> {
+        self.frontends.find(key)
+    }
+
+    /// The frontend [`ServiceTable::find_frontend`] found, and its service.
+    #[inline]
+    pub fn frontend_at(&self, r: FrontendRef) -> Option<(&Frontend, &Service)> {
+        self.frontends.at(r)
+    }
+
+    /// The line a lookup of `key` reads first, for a caller that prefetches it.
+    #[inline]
+    pub fn frontend_line(&self, key: &FrontendKey) -> Option<&impl Sized> {
+        self.frontends.home_line(key)
     }
 
     /// Whether `addr` is the address of any frontend.
@@ -742,7 +770,7 @@ impl ServiceTable {
     }
 
     pub fn frontends(&self) -> impl Iterator<Item = &Frontend> {
-        self.frontends.values()
+        self.frontends.iter()
     }
 
     /// How many frontends the table has.
@@ -861,7 +889,7 @@ impl ServiceTableBuilder {
     /// for a caller that adds the same services in the same order, so the ids name the
     /// same services. Frontends naming an id this builder never gets are left out at build.
     pub fn copy_frontends(&mut self, table: &ServiceTable) {
-        self.frontends = table.frontends.clone();
+        self.frontends = table.frontends().map(|f| (f.key, f.clone())).collect();
         self.service_addrs = table.service_addrs.clone();
         self.copied_frontends = true;
         self.frontends_of = Some(table.generation);
@@ -1011,6 +1039,15 @@ impl ServiceTableBuilder {
                 same_addrs = false;
             }
         }
+        let frontends = FrontendIndex::new(
+            frontends
+                .into_values()
+                .filter_map(|f| {
+                    let s = Arc::clone(services.get(f.service.0 as usize)?);
+                    Some((f, s))
+                })
+                .collect(),
+        );
         let former_addrs = match previous {
             None => Arc::default(),
             Some(p) if same_addrs => Arc::clone(&p.former_addrs),

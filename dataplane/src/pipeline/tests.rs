@@ -2558,6 +2558,199 @@ fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
 }
 
 #[test]
+fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
+    use crate::flow::{flow_hash, FlowAddr, FlowKey};
+    let t = table_with(
+        1,
+        vec![backend(BE1, 8080), backend(BE2, 8080), backend(BE3, 8080)],
+        None,
+    );
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    // One established flow, so the burst mixes a continuing segment among new ones.
+    let established = syn(from_client(), CLIENT, VIP, 20_000, 80).build();
+    assert_eq!(
+        run(&mut w, &t, &n, &established, 0, 1).0,
+        Verdict::Forward(1)
+    );
+    let ack = from_client()
+        .ip(ip(CLIENT), ip(VIP))
+        .tcp(20_000, 80)
+        .build();
+    let ports = [30_001u16, 30_002, 30_003, 30_004, 30_005, 30_006];
+    let mut burst: Vec<Vec<u8>> = ports
+        .iter()
+        .map(|&p| syn(from_client(), CLIENT, VIP, p, 80).build())
+        .collect();
+    burst.insert(3, ack);
+    w.set_prefetcher(record_prefetch);
+    let ctx = Context {
+        table: &t,
+        neighbours: &n,
+    };
+    w.begin_burst();
+    PREFETCHED.with(|v| v.borrow_mut().clear());
+    for f in &burst {
+        w.prefetch(f, &ctx);
+    }
+    let first_pass = PREFETCHED.with(|v| v.borrow().clone());
+    let mut before = Vec::new();
+    for f in &burst {
+        before.push(PREFETCHED.with(|v| v.borrow().len()));
+        let mut buf = f.clone();
+        buf.resize(f.len() + 128, 0);
+        let mut len = f.len();
+        assert_eq!(
+            w.process(&mut buf, &mut len, 0, 2, &ctx),
+            Verdict::Forward(1)
+        );
+    }
+    let got = PREFETCHED.with(|v| v.borrow().clone());
+    let ct = w.conntrack();
+    let line = |b: usize| ct.bucket_line(b).map(|l| l as *const _ as usize).unwrap();
+    let buckets = |k: &FlowKey| {
+        let (b, tag) = ct.bucket_and_tag(k);
+        [line(b), line(ct.secondary_bucket(b, tag))]
+    };
+    let fk = FrontendKey {
+        addr: ip(VIP),
+        port: 80,
+        protocol: L4Protocol::Tcp,
+    };
+    let (fe, svc) = t.frontend_at(t.find_frontend(&fk).unwrap()).unwrap();
+    let svc_at = svc as *const Service as usize;
+    let row = |slot: u32| t.bank().row(0, slot).unwrap() as *const _ as usize;
+    let at = |r: &Backend| r as *const Backend as usize;
+    for m in 0..burst.len() {
+        if m == 3 {
+            continue;
+        }
+        let port = ports[if m < 3 { m } else { m - 1 }];
+        let key = FlowKey::new(ip(CLIENT), ip(VIP), port, 80, 6);
+        // Found by `prefetch`: both buckets and the frontend's index line.
+        let early = [
+            buckets(&key)[0],
+            buckets(&key)[1],
+            t.frontend_line(&fk).unwrap() as *const _ as usize,
+        ];
+        for a in early {
+            assert!(
+                first_pass.contains(&a),
+                "frame {m}: {a:#x} not prefetched first"
+            );
+        }
+        // Then everything its new flow reads, before it is processed: the first frame's
+        // in its own `process` call, before its work; later frames' in earlier calls.
+        let by = before[m.max(1)];
+        let i = svc.maglev_pick(flow_hash(t.seed(), &key)).unwrap();
+        let b = &svc.usable_backends()[i];
+        let reply = FlowKey {
+            src: FlowAddr::from_ip(b.addr),
+            dst: key.src,
+            src_port: b.port,
+            dst_port: port,
+            protocol: 6,
+            v6: false,
+        };
+        let counters = svc.usable_backend_counters(i).unwrap();
+        let want = [
+            svc_at,
+            svc_at + 64,
+            svc_at + 128,
+            &t.services()[fe.service.0 as usize] as *const _ as usize,
+            svc.maglev().slot_addr(flow_hash(t.seed(), &key)).unwrap() as usize,
+            row(svc.counters().slot()),
+            at(b),
+            at(b) + std::mem::size_of::<Backend>() - 1,
+            counters as *const _ as usize,
+            row(counters.slot()),
+            buckets(&reply)[0],
+            buckets(&reply)[1],
+        ];
+        for (k, a) in want.iter().enumerate() {
+            assert!(
+                got[..by].contains(a),
+                "frame {m}: line {k} ({a:#x}) not prefetched before it was processed"
+            );
+        }
+        // The flow went where the look-ahead said.
+        let flow = ct
+            .iter()
+            .find(|(_, f)| f.client_port() == port)
+            .map(|(_, f)| f.backend())
+            .unwrap();
+        assert_eq!(flow, b.addr, "frame {m}");
+    }
+    // The continuing segment of a small table had nothing prefetched for it.
+    assert_eq!(first_pass.len(), 3 * ports.len());
+}
+
+fn no_prefetch(_: *const u8) {}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The look-ahead changes nothing but speed: bursts of new flows, continuing
+    /// segments, replies, other frames and damaged bytes, longer than the look-ahead or
+    /// not, give the same verdicts and frames with it as without it.
+    #[test]
+    fn the_look_ahead_gives_what_no_look_ahead_gives(
+        bursts in proptest::collection::vec(
+            proptest::collection::vec((0u8..6, 1u16..40, any::<u16>(), any::<u8>()), 0..80),
+            1..4),
+    ) {
+        let t = table_with(1, vec![backend(BE1, 8080), backend(BE2, 8080)], None);
+        let n = NeighbourTable::default();
+        let mut ahead = Worker::new(config(0, 1));
+        ahead.set_prefetcher(no_prefetch);
+        let mut plain = Worker::new(config(0, 1));
+        let ctx = Context { table: &t, neighbours: &n };
+        for (round, burst) in bursts.iter().enumerate() {
+            let frames: Vec<Vec<u8>> = burst.iter().map(|&(kind, port, at, x)| {
+                let port = 30_000 + port;
+                let mut f = match kind {
+                    0 => syn(from_client(), CLIENT, VIP, port, 80).build(),
+                    1 => from_client().ip(ip(CLIENT), ip(VIP)).tcp(port, 80).build(),
+                    2 => from_client().ip(ip(CLIENT), ip(VIP)).udp(port, 53).payload(b"q").build(),
+                    3 => from_backend().ip(ip(BE1), ip(CLIENT)).tcp(8080, port).syn_ack().build(),
+                    4 => syn(from_client(), CLIENT, REJECT, port, 80).build(),
+                    _ => syn(from_client(), CLIENT, VIP, port, 80).build(),
+                };
+                if kind == 5 {
+                    // Damaged: a byte changed and the frame maybe cut.
+                    let i = usize::from(at) % f.len();
+                    f[i] ^= x | 1;
+                    f.truncate(usize::from(x) % (f.len() + 1));
+                }
+                f
+            }).collect();
+            ahead.begin_burst();
+            for f in &frames {
+                ahead.prefetch(f, &ctx);
+            }
+            let now = 1 + round as u64 * 1_000;
+            for (f, &(kind, ..)) in frames.iter().zip(burst) {
+                let rx = u16::from(kind == 3);
+                let a = run_in(&mut ahead, &ctx, f, rx, now);
+                let b = run_in(&mut plain, &ctx, f, rx, now);
+                prop_assert_eq!(a, b);
+            }
+        }
+        prop_assert_eq!(ahead.conntrack().len(), plain.conntrack().len());
+    }
+}
+
+/// `run` with the caller's context, keeping the worker's burst look-ahead going.
+fn run_in(w: &mut Worker, ctx: &Context, input: &[u8], rx: u16, now: u64) -> (Verdict, Vec<u8>) {
+    let mut buf = input.to_vec();
+    buf.resize(input.len() + 2048, 0xee);
+    let mut len = input.len();
+    let v = w.process(&mut buf, &mut len, rx, now, ctx);
+    buf.truncate(len);
+    (v, buf)
+}
+
+#[test]
 fn tcp_flows_through_a_deleted_frontend_drain_on_their_owner() {
     let n = NeighbourTable::default();
     let t1 = table();

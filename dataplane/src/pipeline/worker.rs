@@ -25,11 +25,12 @@
 //! packet, which a fragment does not hold.
 
 mod fast;
+mod lookahead;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-pub use fast::{Prefetcher, LOOKAHEAD, PREFETCH_MIN_FLOWS};
+pub use lookahead::{Prefetcher, LOOKAHEAD, PREFETCH_MIN_FLOWS};
 
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
@@ -104,7 +105,7 @@ pub struct Worker {
     pending: [(IpAddr, u64); PENDING_SLOTS],
     /// Where [`Worker::originate`] resumes: (service index, backend index).
     probe_cursor: (usize, usize),
-    lookahead: fast::Lookahead,
+    lookahead: lookahead::Lookahead,
     /// What the frame being processed leaves to the NIC: set by the rewrite, kept only
     /// if the frame is forwarded as rewritten (see [`Worker::offload`]).
     pending_offload: Option<ChecksumOffload>,
@@ -186,7 +187,7 @@ impl Worker {
             rng: mix64(config.index as u64 ^ 0x7261_6e64_6f6d_2121) | 1,
             pending: [(IpAddr::from([0u8; 4]), 0); PENDING_SLOTS],
             probe_cursor: (0, 0),
-            lookahead: fast::Lookahead::default(),
+            lookahead: lookahead::Lookahead::default(),
             pending_offload: None,
             offload: None,
             routes,
@@ -272,7 +273,7 @@ impl Worker {
         bump(&self.counters.frames, 1);
         self.offload = None;
         let hint = if self.lookahead.active() {
-            self.prefetch_flows()
+            self.prefetch_flows(ctx)
         } else {
             None
         };

@@ -1,4 +1,4 @@
-//! The established-flow fast path, and the look-ahead across a burst that feeds it.
+//! The established-flow fast path.
 //!
 //! Most packets belong to a flow the worker already tracks, and for those the full
 //! pipeline's decisions repeat themselves: the same frontend, the same backend, the same
@@ -20,17 +20,8 @@
 //! `None` before changing any state, and the frame takes the full pipeline, which gives
 //! the same result (the pipeline tests run both ways and compare).
 //!
-//! Look-ahead. With many flows the conntrack lines a burst needs are not in cache, and
-//! each packet would wait for two dependent memory loads (the index bucket, then the
-//! flow). [`Worker::prefetch`] is called for every frame of a burst before the first is
-//! processed: it computes the flow's bucket and asks the caller's prefetch function for
-//! that line. Each `process` of the burst then reads the bucket of the frame
-//! [`FLOW_DISTANCE`] places ahead (arrived by now) and prefetches the flow it points to,
-//! so the burst's loads overlap the work on earlier frames; the fast path then starts
-//! from the index entry found, without hashing the key or reading the bucket again.
-//! The prefetch function is the caller's ([`Worker::set_prefetcher`]): issuing a prefetch
-//! needs `unsafe`, which this crate forbids. Below [`PREFETCH_MIN_FLOWS`] tracked flows
-//! the lines are in cache anyway and the look-ahead is skipped.
+//! The look-ahead ([`super::lookahead`]) hands the fast path the index entry it found for
+//! the frame, so the lookup starts there.
 
 use super::{Context, Worker};
 #[cfg(doc)]
@@ -40,66 +31,9 @@ use crate::flow::FlowKey;
 use crate::pipeline::counters::bump;
 use crate::pipeline::verdict::Verdict;
 
-/// Tracked flows from which the look-ahead runs: below this, a burst's conntrack lines
-/// (about 3 per flow) fit the core's L2 cache and the look-ahead only costs a parse.
-pub const PREFETCH_MIN_FLOWS: usize = 16_384;
-/// Frames remembered between [`Worker::prefetch`] and the burst's `process` calls.
-pub const LOOKAHEAD: usize = 64;
-/// How many frames ahead of the one being processed the flows are prefetched: far enough
-/// for a memory load to complete, near enough that the buckets read to find them have
-/// arrived.
-pub const FLOW_DISTANCE: usize = 16;
-
-const ETH: usize = 14;
-const IP: usize = 20;
-
-/// A caller's prefetch: brings the cache line at the address into cache, without
-/// faulting on any address (what `rte_prefetch0` or `_mm_prefetch` do).
-pub type Prefetcher = fn(*const u8);
-
-/// The burst look-ahead's state.
-#[derive(Clone, Debug)]
-pub(super) struct Lookahead {
-    pub(super) prefetcher: Option<Prefetcher>,
-    /// (primary bucket, tag) of the burst's frames, as `prefetch` saw them.
-    hints: [(usize, u32); LOOKAHEAD],
-    /// The index entry (flow and direction) each resolved hint's bucket had for it.
-    flows: [Option<u32>; LOOKAHEAD],
-    len: usize,
-    /// Hints whose flows were prefetched.
-    resolved: usize,
-    /// Frames of the burst processed.
-    processed: usize,
-}
-
-impl Lookahead {
-    /// Forgets the burst's look-ahead.
-    #[inline]
-    fn reset(&mut self) {
-        self.len = 0;
-        self.resolved = 0;
-        self.processed = 0;
-    }
-
-    /// Whether a burst's look-ahead is under way.
-    #[inline]
-    pub(super) fn active(&self) -> bool {
-        self.len > 0
-    }
-}
-
-impl Default for Lookahead {
-    fn default() -> Self {
-        Lookahead {
-            prefetcher: None,
-            hints: [(0, 0); LOOKAHEAD],
-            flows: [None; LOOKAHEAD],
-            len: 0,
-            resolved: 0,
-            processed: 0,
-        }
-    }
-}
+/// An untagged Ethernet header, and an IPv4 header without options.
+pub(super) const ETH: usize = 14;
+pub(super) const IP: usize = 20;
 
 // Checksum arithmetic below is done on 16-bit words loaded in the machine's byte
 // order: a one's-complement sum commutes with byte swapping (RFC 1071, "byte order
@@ -214,96 +148,7 @@ fn ipv4_parts(frame: &mut [u8]) -> Option<(&mut [u8; ETH], &mut [u8; IP], &mut [
     Some((eth, ip, l4))
 }
 
-/// A look-ahead entry for a frame without a fast-path key (tag 0 matches no entry).
-const NO_HINT: (usize, u32) = (0, 0);
-
-/// The conntrack key of a frame the fast path may take (untagged IPv4 without options,
-/// the ports in place), without the fast path's full checks: for prefetching only.
-fn fast_key(frame: &[u8]) -> Option<FlowKey> {
-    let ip = frame.get(ETH..ETH + IP)?;
-    let l4 = frame.get(ETH + IP..ETH + IP + 4)?;
-    if frame[12..14] != [0x08, 0x00] || ip[0] != 0x45 {
-        return None;
-    }
-    let word = |i: usize| u32::from_be_bytes([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
-    Some(FlowKey::v4(
-        word(12),
-        word(16),
-        u16::from_be_bytes([l4[0], l4[1]]),
-        u16::from_be_bytes([l4[2], l4[3]]),
-        ip[9],
-    ))
-}
-
 impl Worker {
-    /// Sets the function the burst look-ahead prefetches with (see the module
-    /// documentation). Without one, [`Worker::prefetch`] does nothing.
-    pub fn set_prefetcher(&mut self, prefetcher: Prefetcher) {
-        self.lookahead.prefetcher = Some(prefetcher);
-    }
-
-    /// Starts a burst: forgets what is left of the last burst's look-ahead (frames the
-    /// runtime dropped before processing them would otherwise shift it).
-    #[inline]
-    pub fn begin_burst(&mut self) {
-        self.lookahead.reset();
-    }
-
-    /// Looks ahead at a frame of the current burst, before any frame of the burst is
-    /// processed (the burst's frames are then processed in this order): prefetches the
-    /// conntrack bucket its lookup will read (only with a prefetcher set and at least
-    /// [`PREFETCH_MIN_FLOWS`] tracked flows). Changes no flow state; a frame the fast
-    /// path would not take only keeps its place in the burst.
-    pub fn prefetch(&mut self, frame: &[u8], _ctx: &Context) {
-        let Some(prefetch) = self.lookahead.prefetcher else {
-            return;
-        };
-        if self.conntrack.len() < PREFETCH_MIN_FLOWS || self.lookahead.len >= LOOKAHEAD {
-            return;
-        }
-        let hint = fast_key(frame).map_or(NO_HINT, |key| {
-            let (bucket, tag) = self.conntrack.bucket_and_tag(&key);
-            if let Some(line) = self.conntrack.bucket_line(bucket) {
-                prefetch((line as *const _) as *const u8);
-            }
-            (bucket, tag)
-        });
-        self.lookahead.hints[self.lookahead.len] = hint;
-        self.lookahead.len += 1;
-    }
-
-    /// The look-ahead's second step, at each `process` of the burst: prefetches the flows
-    /// that the buckets of the frames [`FLOW_DISTANCE`] ahead point to. The frames are
-    /// processed in the order `prefetch` saw them (the runtime's contract). Returns the
-    /// index entry found for the frame being processed: the fast path's lookup starts
-    /// from it, without hashing the key or reading the bucket again.
-    #[inline]
-    pub(super) fn prefetch_flows(&mut self) -> Option<u32> {
-        let la = &mut self.lookahead;
-        let Some(prefetch) = la.prefetcher else {
-            la.reset();
-            return None;
-        };
-        let upto = (la.processed + FLOW_DISTANCE).min(la.len);
-        while la.resolved < upto {
-            let (bucket, tag) = la.hints[la.resolved];
-            let entry = self.conntrack.primary_candidate(bucket, tag);
-            la.flows[la.resolved] = entry;
-            la.resolved += 1;
-            if let Some(flow) = entry.and_then(|e| self.conntrack.flow_at(e)) {
-                let p = (flow as *const _) as *const u8;
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
-            }
-        }
-        let current = la.flows.get(la.processed).copied().flatten();
-        la.processed += 1;
-        if la.processed >= la.len {
-            la.reset();
-        }
-        current
-    }
-
     /// The fast path (see the module documentation): `Some(verdict)` when it handled the
     /// frame, `None`, with nothing changed, when the full pipeline must. `hint`: the
     /// look-ahead's index entry for the frame, if any.

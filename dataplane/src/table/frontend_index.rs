@@ -1,0 +1,205 @@
+//! The frontends of a [`ServiceTable`](super::ServiceTable), by (address, port,
+//! protocol): open addressing with linear probing over a power-of-two array of
+//! cache-line slots, at most half full. A lookup usually reads one line, whose address
+//! follows from the key alone, so a worker's look-ahead can prefetch it before the
+//! lookup; each slot also holds its Service, so the Service's address needs no second
+//! load either.
+
+use std::sync::Arc;
+
+use super::{Frontend, FrontendKey, Service};
+use crate::hash::{addr_word, mix64};
+
+/// One slot: a frontend and its Service, or nothing. A cache line each.
+#[derive(Clone, Debug, Default)]
+#[repr(align(64))]
+struct Slot(Option<(Frontend, Arc<Service>)>);
+
+/// Where a frontend is in its table's index ([`FrontendIndex::find`]): looking it up
+/// again from there ([`FrontendIndex::at`]) costs no hashing or probing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendRef(u32);
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub(super) struct FrontendIndex {
+    slots: Box<[Slot]>,
+    mask: usize,
+    len: usize,
+}
+
+/// The key's hash: an IPv4 address, port and protocol fill distinct bits of one word
+/// (IPv6 addresses are folded first), then mixed so the low bits pick the slot.
+#[inline]
+fn hash(key: &FrontendKey) -> u64 {
+    let rest = (u64::from(key.port) << 32) | (u64::from(key.protocol.ip_number()) << 48);
+    mix64(addr_word(key.addr) ^ rest)
+}
+
+impl FrontendIndex {
+    /// An index of `frontends` (keys distinct: the builder refuses duplicates; a repeated
+    /// key keeps its first entry).
+    pub(super) fn new(frontends: Vec<(Frontend, Arc<Service>)>) -> Self {
+        let size = (frontends.len() * 2).max(1).next_power_of_two();
+        let mut index = FrontendIndex {
+            slots: vec![Slot::default(); size].into_boxed_slice(),
+            mask: size - 1,
+            len: 0,
+        };
+        for (frontend, service) in frontends {
+            let mut at = hash(&frontend.key) as usize & index.mask;
+            while let Some(slot) = index.slots.get_mut(at) {
+                match &slot.0 {
+                    Some((f, _)) if f.key == frontend.key => break,
+                    Some(_) => at = (at + 1) & index.mask,
+                    None => {
+                        slot.0 = Some((frontend, service));
+                        index.len += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// Where `key`'s frontend is, if the table has it. Probes from the key's home slot
+    /// to the first empty one (there is always one: the index is at most half full).
+    #[inline]
+    pub(super) fn find(&self, key: &FrontendKey) -> Option<FrontendRef> {
+        let mut at = hash(key) as usize & self.mask;
+        for _ in 0..self.slots.len() {
+            match &self.slots.get(at)?.0 {
+                Some((f, _)) if f.key == *key => return Some(FrontendRef(at as u32)),
+                Some(_) => at = (at + 1) & self.mask,
+                None => return None,
+            }
+        }
+        None
+    }
+
+    /// The frontend `find` found, and its Service.
+    #[inline]
+    pub(super) fn at(&self, r: FrontendRef) -> Option<(&Frontend, &Service)> {
+        let (f, s) = self.slots.get(r.0 as usize)?.0.as_ref()?;
+        Some((f, s))
+    }
+
+    /// The slot a lookup of `key` reads first, for a caller that prefetches it.
+    #[inline]
+    pub(super) fn home_line(&self, key: &FrontendKey) -> Option<&impl Sized> {
+        self.slots.get(hash(key) as usize & self.mask)
+    }
+
+    /// Every frontend, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Frontend> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.0.as_ref().map(|(f, _)| f))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{
+        Backend, Conditions, FrontendKind, L4Protocol, NoBackendAction, ServiceId, ServiceSpec,
+        ServiceTable,
+    };
+    use std::net::IpAddr;
+
+    fn key(i: u32, port: u16, protocol: L4Protocol) -> FrontendKey {
+        let addr = if i % 3 == 0 {
+            IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i)))
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i))
+        };
+        FrontendKey {
+            addr,
+            port,
+            protocol,
+        }
+    }
+
+    /// Frontends over a few Services of a built table, with their Services.
+    fn entries(n: u32) -> (ServiceTable, Vec<(Frontend, Arc<Service>)>) {
+        let mut b = ServiceTable::builder();
+        for s in 0..4 {
+            b.add_service(ServiceSpec {
+                name: format!("ns/s{s}:p"),
+                protocol: L4Protocol::Tcp,
+                backends: vec![Backend {
+                    addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, s + 1)),
+                    port: 80,
+                    weight: 1,
+                    conditions: Conditions::READY,
+                }],
+                affinity_timeout_secs: None,
+                no_backend: NoBackendAction::Reject,
+            });
+        }
+        let t = b.build();
+        let e = (0..n)
+            .map(|i| {
+                let service = ServiceId(i % 4);
+                let f = Frontend {
+                    key: key(i, 80 + (i % 7) as u16, L4Protocol::Tcp),
+                    kind: FrontendKind::ClusterIp,
+                    service,
+                    source_ranges: Arc::from(Vec::new()),
+                };
+                (f, Arc::clone(&t.services()[service.0 as usize]))
+            })
+            .collect();
+        (t, e)
+    }
+
+    #[test]
+    fn finds_every_frontend_with_its_service_and_nothing_else() {
+        for n in [0u32, 1, 2, 3, 100, 5_000] {
+            let (_t, e) = entries(n);
+            let index = FrontendIndex::new(e.clone());
+            assert_eq!(index.len(), n as usize);
+            assert!(index.slots.len() >= 2 * n as usize, "at most half full");
+            for (f, s) in &e {
+                let r = index.find(&f.key).expect("present");
+                let (found, service) = index.at(r).unwrap();
+                assert_eq!(found, f);
+                assert!(std::ptr::eq(service, &**s));
+            }
+            // Same address, other port or protocol; other addresses: absent.
+            for i in 0..n.max(50) {
+                assert_eq!(
+                    index.find(&key(i, 80 + (i % 7) as u16, L4Protocol::Udp)),
+                    None
+                );
+                assert_eq!(
+                    index.find(&key(i, 8 + (i % 7) as u16, L4Protocol::Tcp)),
+                    None
+                );
+                assert_eq!(index.find(&key(n + i, 80, L4Protocol::Tcp)), None);
+            }
+            assert_eq!(index.iter().count(), n as usize);
+        }
+    }
+
+    #[test]
+    fn the_home_line_is_where_a_lookup_starts() {
+        let (_t, e) = entries(1_000);
+        let index = FrontendIndex::new(e.clone());
+        let mut home = 0;
+        for (f, _) in &e {
+            let line = index.home_line(&f.key).unwrap() as *const _ as usize;
+            let r = index.find(&f.key).unwrap();
+            let slot = &index.slots[r.0 as usize] as *const _ as usize;
+            assert_eq!(line % 64, 0, "a slot is a cache line");
+            home += usize::from(line == slot);
+        }
+        // At most half full: most frontends sit in their home slot.
+        assert!(home >= 700, "{home} of 1000 at home");
+    }
+}
