@@ -629,7 +629,8 @@ pub struct ServiceTable {
     services: Vec<Arc<Service>>,
     /// Where every service's and backend's counters are (see [`crate::traffic`]).
     bank: Arc<CounterBank>,
-    frontends: FrontendIndex,
+    /// Shared with the table it was copied from while unchanged.
+    frontends: Arc<FrontendIndex>,
     /// Every frontend address: what ARP/ND answers for, and what an unknown port is
     /// dropped on.
     service_addrs: FastSet<IpAddr>,
@@ -670,10 +671,7 @@ impl ServiceTable {
     /// The frontend for a destination, if it is a captured Service address and port.
     #[inline]
     pub fn frontend(&self, key: &FrontendKey) -> Option<&Frontend> {
-        self.frontends
-            .find(key)
-            .and_then(|r| self.frontends.at(r))
-            .map(|(f, _)| f)
+        self.frontends.find(key).and_then(|r| self.frontends.at(r))
     }
 
     /// Where the frontend for a destination is, if it is a captured Service address and
@@ -683,9 +681,9 @@ impl ServiceTable {
         self.frontends.find(key)
     }
 
-    /// The frontend [`ServiceTable::find_frontend`] found, and its service.
+    /// The frontend [`ServiceTable::find_frontend`] found.
     #[inline]
-    pub fn frontend_at(&self, r: FrontendRef) -> Option<(&Frontend, &Service)> {
+    pub fn frontend_at(&self, r: FrontendRef) -> Option<&Frontend> {
         self.frontends.at(r)
     }
 
@@ -773,6 +771,12 @@ impl ServiceTable {
         self.frontends.iter()
     }
 
+    /// Whether `other` holds this very frontend index (a table built after
+    /// [`ServiceTableBuilder::copy_frontends`] shares it while its frontends are unchanged).
+    pub fn shares_frontends(&self, other: &ServiceTable) -> bool {
+        Arc::ptr_eq(&self.frontends, &other.frontends)
+    }
+
     /// How many frontends the table has.
     pub fn frontend_count(&self) -> usize {
         self.frontends.len()
@@ -800,6 +804,9 @@ pub struct ServiceTableBuilder {
     scheduler: Scheduler,
     services: Vec<PendingService>,
     frontends: FastMap<FrontendKey, Frontend>,
+    /// The index of the table `copy_frontends` copied, while no frontend was added since
+    /// (`frontends` is then empty): shared by the built table when its ids still hold.
+    copied_index: Option<Arc<FrontendIndex>>,
     service_addrs: FastSet<IpAddr>,
     /// Frontends were copied from another table: their ids are checked at build.
     copied_frontends: bool,
@@ -889,7 +896,8 @@ impl ServiceTableBuilder {
     /// for a caller that adds the same services in the same order, so the ids name the
     /// same services. Frontends naming an id this builder never gets are left out at build.
     pub fn copy_frontends(&mut self, table: &ServiceTable) {
-        self.frontends = table.frontends().map(|f| (f.key, f.clone())).collect();
+        self.frontends.clear();
+        self.copied_index = Some(Arc::clone(&table.frontends));
         self.service_addrs = table.service_addrs.clone();
         self.copied_frontends = true;
         self.frontends_of = Some(table.generation);
@@ -905,6 +913,9 @@ impl ServiceTableBuilder {
     ) -> Result<(), TableError> {
         if service.0 as usize >= self.services.len() {
             return Err(TableError::UnknownService(service));
+        }
+        if let Some(copied) = self.copied_index.take() {
+            self.frontends = copied.iter().map(|f| (f.key, f.clone())).collect();
         }
         match self.frontends.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => {
@@ -1031,23 +1042,24 @@ impl ServiceTableBuilder {
         let mut service_addrs = self.service_addrs;
         let mut same_addrs =
             self.frontends_of.is_some() && self.frontends_of == previous.map(|p| p.generation);
-        if self.copied_frontends {
-            let before = frontends.len();
-            frontends.retain(|_, f| (f.service.0 as usize) < services.len());
-            if frontends.len() != before {
-                service_addrs = frontends.keys().map(|k| k.addr).collect();
-                same_addrs = false;
+        let frontends = match self.copied_index {
+            // Copied and still naming only services this table has: shared.
+            Some(index) if index.names_only_below(services.len()) => index,
+            copied => {
+                if let Some(index) = copied {
+                    frontends = index.iter().map(|f| (f.key, f.clone())).collect();
+                }
+                if self.copied_frontends {
+                    let before = frontends.len();
+                    frontends.retain(|_, f| (f.service.0 as usize) < services.len());
+                    if frontends.len() != before {
+                        service_addrs = frontends.keys().map(|k| k.addr).collect();
+                        same_addrs = false;
+                    }
+                }
+                Arc::new(FrontendIndex::new(frontends.into_values()))
             }
-        }
-        let frontends = FrontendIndex::new(
-            frontends
-                .into_values()
-                .filter_map(|f| {
-                    let s = Arc::clone(services.get(f.service.0 as usize)?);
-                    Some((f, s))
-                })
-                .collect(),
-        );
+        };
         let former_addrs = match previous {
             None => Arc::default(),
             Some(p) if same_addrs => Arc::clone(&p.former_addrs),
@@ -1466,6 +1478,8 @@ mod tests {
         assert_eq!(second.frontend_count(), 2);
         let f = second.frontend(&key("198.18.0.3", 80)).unwrap();
         assert_eq!(second.service(f.service).unwrap().name(), "c");
+        // The frontends did not change: the index is shared, not rebuilt.
+        assert!(second.shares_frontends(&first));
         assert_eq!(second.backend_counters_iter().count(), 3);
 
         // Another worker count: a built service is rebuilt, not shared; a copied frontend
@@ -1478,6 +1492,31 @@ mod tests {
         assert_eq!(third.services()[0].counters().workers(), 3);
         assert_eq!(third.services()[0].name(), "a");
         assert!(third.frontend(&key("198.18.0.3", 80)).is_none());
+        assert!(!third.shares_frontends(&second));
+        assert_eq!(third.frontend_count(), 1);
+
+        // A frontend added after the copy: the copied ones and it, in a new index.
+        let mut b = ServiceTable::builder().workers(2).generation(4);
+        b.copy_frontends(&second);
+        let a = b.add_built_service(second.services()[0].clone());
+        b.add_built_service(second.services()[1].clone());
+        b.add_frontend(key("198.18.0.9", 80), FrontendKind::ClusterIp, a, vec![])
+            .unwrap();
+        assert!(matches!(
+            b.add_frontend(key("198.18.0.1", 80), FrontendKind::ClusterIp, a, vec![]),
+            Err(TableError::DuplicateFrontend(_))
+        ));
+        let fourth = b.build_reusing(Some(&second));
+        assert!(!fourth.shares_frontends(&second));
+        assert_eq!(fourth.frontend_count(), 3);
+        for (addr, name) in [
+            ("198.18.0.1", "a"),
+            ("198.18.0.3", "c"),
+            ("198.18.0.9", "a"),
+        ] {
+            let f = fourth.frontend(&key(addr, 80)).unwrap();
+            assert_eq!(fourth.service(f.service).unwrap().name(), name, "{addr}");
+        }
         assert!(!third.is_service_addr("198.18.0.3".parse().unwrap()));
         assert!(third.is_service_addr("198.18.0.1".parse().unwrap()));
         assert!(!third.has_backend(ServiceId(1), "10.0.0.3".parse().unwrap(), 80));

@@ -2617,7 +2617,8 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         port: 80,
         protocol: L4Protocol::Tcp,
     };
-    let (fe, svc) = t.frontend_at(t.find_frontend(&fk).unwrap()).unwrap();
+    let fe = t.frontend_at(t.find_frontend(&fk).unwrap()).unwrap();
+    let svc = t.service(fe.service).unwrap();
     let svc_at = svc as *const Service as usize;
     let row = |slot: u32| t.bank().row(0, slot).unwrap() as *const _ as usize;
     let at = |r: &Backend| r as *const Backend as usize;

@@ -2,18 +2,16 @@
 //! protocol): open addressing with linear probing over a power-of-two array of
 //! cache-line slots, at most half full. A lookup usually reads one line, whose address
 //! follows from the key alone, so a worker's look-ahead can prefetch it before the
-//! lookup; each slot also holds its Service, so the Service's address needs no second
-//! load either.
+//! lookup. Frontends name their Service by id, so tables whose frontends did not change
+//! share one index.
 
-use std::sync::Arc;
-
-use super::{Frontend, FrontendKey, Service};
+use super::{Frontend, FrontendKey};
 use crate::hash::{addr_word, mix64};
 
-/// One slot: a frontend and its Service, or nothing. A cache line each.
+/// One slot: a frontend or nothing. A cache line each.
 #[derive(Clone, Debug, Default)]
 #[repr(align(64))]
-struct Slot(Option<(Frontend, Arc<Service>)>);
+struct Slot(Option<Frontend>);
 
 /// Where a frontend is in its table's index ([`FrontendIndex::find`]): looking it up
 /// again from there ([`FrontendIndex::at`]) costs no hashing or probing.
@@ -26,6 +24,8 @@ pub(super) struct FrontendIndex {
     slots: Box<[Slot]>,
     mask: usize,
     len: usize,
+    /// One more than the largest service id a frontend names (0 when empty).
+    services_named: usize,
 }
 
 /// The key's hash: an IPv4 address, port and protocol fill distinct bits of one word
@@ -39,21 +39,24 @@ fn hash(key: &FrontendKey) -> u64 {
 impl FrontendIndex {
     /// An index of `frontends` (keys distinct: the builder refuses duplicates; a repeated
     /// key keeps its first entry).
-    pub(super) fn new(frontends: Vec<(Frontend, Arc<Service>)>) -> Self {
+    pub(super) fn new(frontends: impl ExactSizeIterator<Item = Frontend>) -> Self {
         let size = (frontends.len() * 2).max(1).next_power_of_two();
         let mut index = FrontendIndex {
             slots: vec![Slot::default(); size].into_boxed_slice(),
             mask: size - 1,
             len: 0,
+            services_named: 0,
         };
-        for (frontend, service) in frontends {
+        for frontend in frontends {
             let mut at = hash(&frontend.key) as usize & index.mask;
             while let Some(slot) = index.slots.get_mut(at) {
                 match &slot.0 {
-                    Some((f, _)) if f.key == frontend.key => break,
+                    Some(f) if f.key == frontend.key => break,
                     Some(_) => at = (at + 1) & index.mask,
                     None => {
-                        slot.0 = Some((frontend, service));
+                        let named = frontend.service.0 as usize + 1;
+                        index.services_named = index.services_named.max(named);
+                        slot.0 = Some(frontend);
                         index.len += 1;
                         break;
                     }
@@ -63,6 +66,11 @@ impl FrontendIndex {
         index
     }
 
+    /// Whether every frontend names a service id below `services`.
+    pub(super) fn names_only_below(&self, services: usize) -> bool {
+        self.services_named <= services
+    }
+
     /// Where `key`'s frontend is, if the table has it. Probes from the key's home slot
     /// to the first empty one (there is always one: the index is at most half full).
     #[inline]
@@ -70,7 +78,7 @@ impl FrontendIndex {
         let mut at = hash(key) as usize & self.mask;
         for _ in 0..self.slots.len() {
             match &self.slots.get(at)?.0 {
-                Some((f, _)) if f.key == *key => return Some(FrontendRef(at as u32)),
+                Some(f) if f.key == *key => return Some(FrontendRef(at as u32)),
                 Some(_) => at = (at + 1) & self.mask,
                 None => return None,
             }
@@ -78,11 +86,10 @@ impl FrontendIndex {
         None
     }
 
-    /// The frontend `find` found, and its Service.
+    /// The frontend `find` found.
     #[inline]
-    pub(super) fn at(&self, r: FrontendRef) -> Option<(&Frontend, &Service)> {
-        let (f, s) = self.slots.get(r.0 as usize)?.0.as_ref()?;
-        Some((f, s))
+    pub(super) fn at(&self, r: FrontendRef) -> Option<&Frontend> {
+        self.slots.get(r.0 as usize)?.0.as_ref()
     }
 
     /// The slot a lookup of `key` reads first, for a caller that prefetches it.
@@ -93,9 +100,7 @@ impl FrontendIndex {
 
     /// Every frontend, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = &Frontend> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.0.as_ref().map(|(f, _)| f))
+        self.slots.iter().filter_map(|s| s.0.as_ref())
     }
 
     pub(super) fn len(&self) -> usize {
@@ -106,11 +111,9 @@ impl FrontendIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{
-        Backend, Conditions, FrontendKind, L4Protocol, NoBackendAction, ServiceId, ServiceSpec,
-        ServiceTable,
-    };
+    use crate::table::{FrontendKind, L4Protocol, ServiceId};
     use std::net::IpAddr;
+    use std::sync::Arc;
 
     fn key(i: u32, port: u16, protocol: L4Protocol) -> FrontendKey {
         let addr = if i % 3 == 0 {
@@ -125,51 +128,30 @@ mod tests {
         }
     }
 
-    /// Frontends over a few Services of a built table, with their Services.
-    fn entries(n: u32) -> (ServiceTable, Vec<(Frontend, Arc<Service>)>) {
-        let mut b = ServiceTable::builder();
-        for s in 0..4 {
-            b.add_service(ServiceSpec {
-                name: format!("ns/s{s}:p"),
-                protocol: L4Protocol::Tcp,
-                backends: vec![Backend {
-                    addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, s + 1)),
-                    port: 80,
-                    weight: 1,
-                    conditions: Conditions::READY,
-                }],
-                affinity_timeout_secs: None,
-                no_backend: NoBackendAction::Reject,
-            });
-        }
-        let t = b.build();
-        let e = (0..n)
-            .map(|i| {
-                let service = ServiceId(i % 4);
-                let f = Frontend {
-                    key: key(i, 80 + (i % 7) as u16, L4Protocol::Tcp),
-                    kind: FrontendKind::ClusterIp,
-                    service,
-                    source_ranges: Arc::from(Vec::new()),
-                };
-                (f, Arc::clone(&t.services()[service.0 as usize]))
+    /// Frontends over four service ids.
+    fn entries(n: u32) -> Vec<Frontend> {
+        (0..n)
+            .map(|i| Frontend {
+                key: key(i, 80 + (i % 7) as u16, L4Protocol::Tcp),
+                kind: FrontendKind::ClusterIp,
+                service: ServiceId(i % 4),
+                source_ranges: Arc::from(Vec::new()),
             })
-            .collect();
-        (t, e)
+            .collect()
     }
 
     #[test]
     fn finds_every_frontend_with_its_service_and_nothing_else() {
         for n in [0u32, 1, 2, 3, 100, 5_000] {
-            let (_t, e) = entries(n);
-            let index = FrontendIndex::new(e.clone());
+            let e = entries(n);
+            let index = FrontendIndex::new(e.clone().into_iter());
             assert_eq!(index.len(), n as usize);
             assert!(index.slots.len() >= 2 * n as usize, "at most half full");
-            for (f, s) in &e {
+            assert!(index.names_only_below(n.min(4) as usize));
+            assert_eq!(index.names_only_below(3), n < 4);
+            for f in &e {
                 let r = index.find(&f.key).expect("present");
-                let (found, service) = index.at(r).unwrap();
-                assert_eq!(found, f);
-                assert!(std::ptr::eq(service, &**s));
+                assert_eq!(index.at(r), Some(f));
             }
             // Same address, other port or protocol; other addresses: absent.
             for i in 0..n.max(50) {
@@ -189,10 +171,10 @@ mod tests {
 
     #[test]
     fn the_home_line_is_where_a_lookup_starts() {
-        let (_t, e) = entries(1_000);
-        let index = FrontendIndex::new(e.clone());
+        let e = entries(1_000);
+        let index = FrontendIndex::new(e.clone().into_iter());
         let mut home = 0;
-        for (f, _) in &e {
+        for f in &e {
             let line = index.home_line(&f.key).unwrap() as *const _ as usize;
             let r = index.find(&f.key).unwrap();
             let slot = &index.slots[r.0 as usize] as *const _ as usize;

@@ -19,8 +19,9 @@
 //! in stages, each a few frames behind the last. A frame that may open a flow (anything
 //! but a TCP segment without SYN or with ACK, see [`may_open_flow`]) has its buckets and
 //! its frontend's index line prefetched by `prefetch`. Then, if its primary bucket holds
-//! no entry for it, its frontend is read and its Service's lines prefetched
-//! ([`SERVICE_DISTANCE`] frames ahead of the one processed); then its Maglev slot and the
+//! no entry for it, its frontend is read and the table's pointer to its Service
+//! prefetched ([`FRONTEND_DISTANCE`] frames ahead of the one processed); then the
+//! Service's lines ([`SERVICE_DISTANCE`]); then its Maglev slot and the
 //! Service's counter row ([`SLOT_DISTANCE`]); then the backend the slot names
 //! ([`PICK_DISTANCE`]); then that backend's counter row and the reply key's buckets
 //! ([`ROW_DISTANCE`]). A burst of frames of established TCP flows costs these stages
@@ -46,13 +47,15 @@ pub const LOOKAHEAD: usize = 64;
 /// for a memory load to complete, near enough that the buckets read to find them have
 /// arrived.
 pub const FLOW_DISTANCE: usize = 16;
-/// How many frames ahead a frame that opens a flow has its Service looked up.
+/// How many frames ahead a frame that opens a flow has its frontend read;
+pub const FRONTEND_DISTANCE: usize = 8;
+/// its Service's lines prefetched;
 pub const SERVICE_DISTANCE: usize = 6;
-/// ... its Maglev slot and its Service's counter row prefetched.
+/// its Maglev slot and its Service's counter row prefetched;
 pub const SLOT_DISTANCE: usize = 4;
-/// ... the backend its slot names prefetched.
+/// the backend its slot names prefetched;
 pub const PICK_DISTANCE: usize = 2;
-/// ... that backend's counter row prefetched.
+/// that backend's counter row and its reply key's buckets prefetched.
 pub const ROW_DISTANCE: usize = 1;
 
 /// No Service or pick (yet) for a frame.
@@ -85,8 +88,8 @@ pub(super) struct Lookahead {
     resolved: usize,
     /// Frames of the burst that may open a flow (see [`may_open_flow`]).
     openers: usize,
-    /// Frames through each new-flow stage: Service, slot, pick, row.
-    staged: [usize; 4],
+    /// Frames through each new-flow stage: frontend, Service, slot, pick, row.
+    staged: [usize; 5],
     /// Frames of the burst processed.
     processed: usize,
 }
@@ -98,7 +101,7 @@ impl Lookahead {
         self.len = 0;
         self.resolved = 0;
         self.openers = 0;
-        self.staged = [0; 4];
+        self.staged = [0; 5];
         self.processed = 0;
     }
 
@@ -124,7 +127,7 @@ impl Default for Lookahead {
             len: 0,
             resolved: 0,
             openers: 0,
-            staged: [0; 4],
+            staged: [0; 5],
             processed: 0,
         }
     }
@@ -307,8 +310,9 @@ impl Worker {
         // Each stage takes frames up to and including the one its distance ahead.
         let next = la.processed + 1;
 
-        // Service: a frame with a key, and no entry for it in its primary bucket.
-        let upto = (next + SERVICE_DISTANCE).min(la.resolved);
+        // Frontend: a frame that may open a flow and has no entry in its primary bucket;
+        // the table's pointer to its Service.
+        let upto = (next + FRONTEND_DISTANCE).min(la.resolved);
         while la.staged[0] < upto {
             let j = la.staged[0];
             la.staged[0] += 1;
@@ -318,25 +322,33 @@ impl Worker {
             let found = frontend_key(&la.keys[j])
                 .and_then(|k| table.find_frontend(&k))
                 .and_then(|r| table.frontend_at(r));
-            let Some((fe, svc)) = found else {
+            let Some(fe) = found else {
                 continue;
             };
-            let p = addr(svc);
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
-            prefetch(p.wrapping_add(128));
-            // The table's pointer to it, which the pipeline reads by the Service's id.
             if let Some(entry) = table.services().get(fe.service.0 as usize) {
                 prefetch(addr(entry));
+                la.services[j] = fe.service.0;
             }
-            la.services[j] = fe.service.0;
         }
 
-        // Slot: the flow's Maglev slot, and the Service's counter row.
-        let upto = (next + SLOT_DISTANCE).min(la.staged[0]);
+        // Service: its lines.
+        let upto = (next + SERVICE_DISTANCE).min(la.staged[0]);
         while la.staged[1] < upto {
             let j = la.staged[1];
             la.staged[1] += 1;
+            if let Some(svc) = table.service(ServiceId(la.services[j])) {
+                let p = addr(svc);
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+                prefetch(p.wrapping_add(128));
+            }
+        }
+
+        // Slot: the flow's Maglev slot, and the Service's counter row.
+        let upto = (next + SLOT_DISTANCE).min(la.staged[1]);
+        while la.staged[2] < upto {
+            let j = la.staged[2];
+            la.staged[2] += 1;
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
@@ -359,10 +371,10 @@ impl Worker {
         }
 
         // Pick: the backend the slot names, and its counters' slot.
-        let upto = (next + PICK_DISTANCE).min(la.staged[1]);
-        while la.staged[2] < upto {
-            let j = la.staged[2];
-            la.staged[2] += 1;
+        let upto = (next + PICK_DISTANCE).min(la.staged[2]);
+        while la.staged[3] < upto {
+            let j = la.staged[3];
+            la.staged[3] += 1;
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
@@ -382,10 +394,10 @@ impl Worker {
         }
 
         // Row: the backend's counter row, and the buckets of the flow's reply key.
-        let upto = (next + ROW_DISTANCE).min(la.staged[2]);
-        while la.staged[3] < upto {
-            let j = la.staged[3];
-            la.staged[3] += 1;
+        let upto = (next + ROW_DISTANCE).min(la.staged[3]);
+        while la.staged[4] < upto {
+            let j = la.staged[4];
+            la.staged[4] += 1;
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
