@@ -352,6 +352,8 @@ impl Plan {
                 .collect(),
             routes: self.routes.clone(),
             conntrack_capacity: self.conntrack_capacity,
+            // Each worker draws its own random key.
+            conntrack_hash_key: None,
             affinity_capacity: self.affinity_capacity,
             fragment_capacity: self.fragment_capacity,
             promiscuous: self.promiscuous,
