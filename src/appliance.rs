@@ -5,8 +5,11 @@
 //! loaded once per burst: the `ServiceTable` (from the control plane) and the
 //! `NeighbourTable`. Workers never write shared state: what they learn from ARP and ND
 //! goes through a bounded lock-free queue to the control thread, which merges it and
-//! publishes the next neighbour snapshot.
+//! publishes the next neighbour snapshot. The control thread also keeps each snapshot it
+//! replaces until the workers have let go of it, and frees it itself ([`Retired`]), so
+//! that freeing a large table never stalls a worker.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -40,6 +43,61 @@ pub const LEARNED_QUEUE: usize = 4096;
 /// Longest a new table waits for its new backends' next hops to resolve before workers
 /// see it anyway.
 pub const GATE_MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// Most replaced snapshots a [`Retired`] list keeps waiting for their last worker.
+pub const RETIRED_MAX: usize = 8;
+
+/// Snapshots the control thread has replaced (Service or neighbour tables), kept until it
+/// holds the last reference, so that they are freed on the control thread instead of on
+/// the worker that lets go last (freeing a table of 10,000 Services is a latency spike on
+/// the packet path).
+///
+/// A snapshot's reference count is exact once it has been swapped out: arc-swap's `swap`
+/// (and `store`) pays every outstanding `Guard`'s debt, turning it into a counted
+/// reference, before it returns; and a swapped-out snapshot cannot be reached from the
+/// shared handles again. So a count of 1 means no worker holds it or can take it.
+///
+/// Bounded: with more than [`RETIRED_MAX`] waiting (a worker stalled for many
+/// publications), the oldest is let go, and whoever holds it last frees it, perhaps a
+/// worker.
+pub struct Retired<T> {
+    held: VecDeque<Arc<T>>,
+}
+
+impl<T> Default for Retired<T> {
+    fn default() -> Self {
+        Retired {
+            held: VecDeque::with_capacity(RETIRED_MAX + 1),
+        }
+    }
+}
+
+impl<T> Retired<T> {
+    /// Keeps `old`, just swapped out of a shared handle, until [`Retired::release`] finds
+    /// it held by nobody else.
+    pub fn retire(&mut self, old: Arc<T>) {
+        self.held.push_back(old);
+        if self.held.len() > RETIRED_MAX {
+            self.held.pop_front();
+        }
+    }
+
+    /// Frees the snapshots nobody else holds any longer. Returns how many.
+    pub fn release(&mut self) -> usize {
+        let before = self.held.len();
+        self.held.retain(|t| Arc::strong_count(t) > 1);
+        before - self.held.len()
+    }
+
+    /// Snapshots still held by a worker (or another holder).
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
 
 /// The lock-free handles shared by workers and the control thread.
 #[derive(Clone)]
@@ -76,8 +134,10 @@ impl Shared {
     }
 
     /// Merges what workers learned into the neighbour snapshot; publishes only when
-    /// something changed. Returns how many entries changed.
-    pub fn merge_learned(&self) -> usize {
+    /// something changed, keeping the snapshot it replaces in `retired` (and freeing the
+    /// retired ones workers have let go of). Returns how many entries changed.
+    pub fn merge_learned(&self, retired: &mut Retired<NeighbourTable>) -> usize {
+        retired.release();
         let current = self.neighbours.load_full();
         let mut fresh: Vec<(IpAddr, MacAddr)> = Vec::new();
         while let Some((addr, mac)) = self.learned.pop() {
@@ -91,8 +151,10 @@ impl Shared {
             fresh.push((addr, mac));
         }
         if !fresh.is_empty() {
-            self.neighbours
-                .store(Arc::new(current.with(fresh.iter().copied())));
+            let replaced = self
+                .neighbours
+                .swap(Arc::new(current.with(fresh.iter().copied())));
+            retired.retire(replaced);
         }
         fresh.len()
     }
@@ -352,6 +414,8 @@ impl Plan {
                 .collect(),
             routes: self.routes.clone(),
             conntrack_capacity: self.conntrack_capacity,
+            // Each worker draws its own random key.
+            conntrack_hash_key: None,
             affinity_capacity: self.affinity_capacity,
             fragment_capacity: self.fragment_capacity,
             promiscuous: self.promiscuous,
@@ -366,9 +430,13 @@ impl Plan {
 /// flow sent to a new backend then never loses its first packet to neighbour
 /// resolution, and flows keep going to the current backends meanwhile. Tables that add
 /// no backend pass at once.
+///
+/// The table a new one replaces stays in the gate's [`Retired`] list until every worker
+/// has moved on; the gate then frees it on its next step, on the control thread.
 pub struct Gate {
     routes: Routes,
     waiting: Option<Waiting>,
+    retired: Retired<ServiceTable>,
 }
 
 struct Waiting {
@@ -391,11 +459,14 @@ impl Gate {
         Gate {
             routes: Routes::new(&ports, &plan.routes),
             waiting: None,
+            retired: Retired::default(),
         }
     }
 
-    /// One look at the control plane's latest table; run every few milliseconds.
+    /// One look at the control plane's latest table; run every few milliseconds. Also
+    /// frees the replaced tables no worker holds any longer.
     pub fn step(&mut self, shared: &Shared) {
+        self.retired.release();
         let latest = shared.publisher.current();
         let visible = shared.visible.load_full();
         if Arc::ptr_eq(&latest, &visible) {
@@ -447,7 +518,8 @@ impl Gate {
         };
         w.hops.retain(|h| neighbours.get(*h).is_none());
         if w.hops.is_empty() || w.since.elapsed() >= GATE_MAX_WAIT {
-            shared.visible.store(Arc::clone(&w.table));
+            let replaced = shared.visible.swap(Arc::clone(&w.table));
+            self.retired.retire(replaced);
             shared.pending.store(None);
             let waited = u64::try_from(w.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
             shared.gate_wait_ns.store(waited, Ordering::Relaxed);
@@ -634,8 +706,9 @@ pub fn start_control(
                 };
                 let neighbours = {
                     let shared = shared.clone();
+                    let mut retired = Retired::default();
                     every(Duration::from_millis(10), Arc::clone(&stop), move || {
-                        shared.merge_learned();
+                        shared.merge_learned(&mut retired);
                     })
                 };
                 let gate = {
@@ -969,6 +1042,7 @@ mod tests {
         let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
         let shared = Shared::new(NeighbourTable::default());
         let mut gate = Gate::new(&plan);
+        let mut retired = Retired::default();
         let publish = |t: ServiceTable| {
             shared.publisher.publish(t, None, Duration::ZERO).unwrap();
         };
@@ -986,14 +1060,14 @@ mod tests {
             .learned
             .push(("198.18.2.11".parse().unwrap(), [1; 6]))
             .unwrap();
-        shared.merge_learned();
+        shared.merge_learned(&mut retired);
         gate.step(&shared);
         assert_eq!(visible(), 0, "198.18.2.12 still unknown");
         shared
             .learned
             .push(("198.18.2.12".parse().unwrap(), [2; 6]))
             .unwrap();
-        shared.merge_learned();
+        shared.merge_learned(&mut retired);
         gate.step(&shared);
         assert_eq!(visible(), 1);
         assert!(shared.pending.load().is_none());
@@ -1011,6 +1085,71 @@ mod tests {
         gate.step(&shared);
         assert_eq!(visible(), 3);
         assert!(shared.gate_wait_ns.load(Ordering::Relaxed) >= GATE_MAX_WAIT.as_nanos() as u64);
+    }
+
+    #[test]
+    fn the_gate_frees_replaced_tables_once_workers_let_go() {
+        let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
+        let shared = Shared::new(NeighbourTable::default());
+        let mut gate = Gate::new(&plan);
+        let publish = |t: ServiceTable| {
+            shared.publisher.publish(t, None, Duration::ZERO).unwrap();
+        };
+        // Tables without backends add no next hop: the gate passes them at once.
+        publish(table_with(1, &[]));
+        gate.step(&shared);
+        let a = shared.visible.load_full();
+        assert_eq!(a.generation(), 1);
+        let a_alive = Arc::downgrade(&a);
+        drop(a);
+        let config = plan.worker_config(0, 1, &[[2, 0, 0, 0, 0, 1]], &[]);
+        let mut worker = ServiceProcessor::new(config, &shared);
+        worker.refresh();
+        assert!(Arc::ptr_eq(&worker.table, &a_alive.upgrade().unwrap()));
+
+        publish(table_with(2, &[]));
+        gate.step(&shared);
+        assert_eq!(shared.visible.load().generation(), 2);
+        // The worker moves to B and lets go of A: A's memory is not freed on its core ...
+        worker.refresh();
+        assert_eq!(worker.table.generation(), 2);
+        assert!(a_alive.upgrade().is_some(), "A is held by the gate");
+        assert_eq!(gate.retired.len(), 1);
+        // ... but by the gate's next step, with nothing new to publish.
+        gate.step(&shared);
+        assert!(a_alive.upgrade().is_none(), "A is freed by the gate");
+        assert!(gate.retired.is_empty());
+
+        // A table a worker still holds stays retired, step after step.
+        publish(table_with(3, &[]));
+        gate.step(&shared);
+        gate.step(&shared);
+        assert_eq!(gate.retired.len(), 1, "B is still the worker's");
+        worker.refresh();
+        gate.step(&shared);
+        assert!(gate.retired.is_empty());
+    }
+
+    #[test]
+    fn the_retired_list_is_bounded_and_lets_the_oldest_go() {
+        let mut retired = Retired::default();
+        // Each table also held by a stalled "worker".
+        let held: Vec<Arc<u64>> = (0..RETIRED_MAX as u64 + 3).map(Arc::new).collect();
+        for t in &held {
+            retired.retire(Arc::clone(t));
+        }
+        assert_eq!(retired.len(), RETIRED_MAX);
+        assert_eq!(retired.release(), 0);
+        // The three oldest were let go: the worker holds the only reference.
+        for t in &held[..3] {
+            assert_eq!(Arc::strong_count(t), 1);
+        }
+        for t in &held[3..] {
+            assert_eq!(Arc::strong_count(t), 2);
+        }
+        drop(held);
+        assert_eq!(retired.release(), RETIRED_MAX);
+        assert!(retired.is_empty());
     }
 
     #[test]
@@ -1033,17 +1172,26 @@ mod tests {
     fn learned_neighbours_are_merged_and_published_once() {
         let a: IpAddr = "198.18.1.2".parse().unwrap();
         let shared = Shared::new(NeighbourTable::default());
+        let mut retired = Retired::default();
         let before = shared.neighbours.load_full();
-        assert_eq!(shared.merge_learned(), 0);
+        assert_eq!(shared.merge_learned(&mut retired), 0);
         assert!(Arc::ptr_eq(&before, &shared.neighbours.load_full()));
         shared.learned.push((a, [1; 6])).unwrap();
         shared.learned.push((a, [1; 6])).unwrap();
-        assert_eq!(shared.merge_learned(), 1);
+        assert_eq!(shared.merge_learned(&mut retired), 1);
         assert_eq!(shared.neighbours.load().get(a), Some([1; 6]));
         // The same fact again publishes nothing new.
         let published = shared.neighbours.load_full();
         shared.learned.push((a, [1; 6])).unwrap();
-        assert_eq!(shared.merge_learned(), 0);
+        assert_eq!(shared.merge_learned(&mut retired), 0);
         assert!(Arc::ptr_eq(&published, &shared.neighbours.load_full()));
+        // The snapshot a merge replaced is freed by the next merge once no worker holds
+        // it (here, the first one: only `before` held it).
+        let first = Arc::downgrade(&before);
+        drop(before);
+        assert!(first.upgrade().is_some(), "held by the retired list");
+        shared.merge_learned(&mut retired);
+        assert!(first.upgrade().is_none());
+        assert!(retired.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kubypass_dataplane::conntrack::{ConnTrack, Direction, NatTarget, TcpFlags, Timeouts};
-use kubypass_dataplane::flow::{flow_hash, FlowKey};
+use kubypass_dataplane::flow::{flow_hash, FlowKey, TableHashKey};
 use kubypass_dataplane::maglev::{Maglev, MaglevBackend};
 use kubypass_dataplane::table::{backend_id, ServiceId};
 use kubypass_dataplane::wire::{
@@ -243,7 +243,8 @@ fn conntrack_key(k: u64) -> FlowKey {
 /// A table of exactly `flows` established TCP flows (capacity `flows`), inserted with
 /// `ConnTrack::insert` as the pipeline would: forward key, backend from the flow's Service.
 fn tracked(flows: u64) -> ConnTrack {
-    let mut ct = ConnTrack::new(flows as usize, Timeouts::default());
+    // A fixed hash key: the same bucket placement in every run, so figures compare.
+    let mut ct = ConnTrack::with_key(flows as usize, Timeouts::default(), TableHashKey::FIXED);
     for k in 0..flows {
         let key = conntrack_key(k);
         let s = service_of(k, CONNTRACK_SERVICES);

@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kubypass_dataplane::flow::TableHashKey;
 use kubypass_dataplane::pipeline::worker::{Context, Worker};
 use kubypass_dataplane::pipeline::{NeighbourTable, PortConfig, Route, Verdict, WorkerConfig};
 use kubypass_dataplane::table::ServiceTable;
@@ -85,6 +86,8 @@ fn worker_config(conntrack_capacity: usize) -> WorkerConfig {
             },
         ],
         conntrack_capacity,
+        // The same bucket placement in every run, so that figures compare run to run.
+        conntrack_hash_key: Some(TableHashKey::FIXED),
         ..WorkerConfig::default()
     }
 }

@@ -8,8 +8,11 @@
 //! secondary bucket (two-choice hashing with one-step cuckoo moves), and is put in its
 //! primary whenever there is room, so a lookup almost always reads one bucket line and
 //! one flow. The bucket count is a power of two sized for ≤ 50 % way occupancy when
-//! the slab is full. Nothing allocates after `new`; the table owns no clock (every call
-//! takes `now` in nanoseconds from the caller).
+//! the slab is full. A key's buckets and tag come from [`FlowKey::table_hash`] under the
+//! table's own random [`TableHashKey`], so clients cannot aim their flows at one bucket
+//! pair without learning it ([`ConnTrack::with_key`] fixes it for benches and tests).
+//! Nothing allocates after `new`; the table owns no clock (every call takes `now` in
+//! nanoseconds from the caller).
 //!
 //! Full table. `insert` makes room instead of refusing: when the new flow's buckets or the
 //! slab are full it evicts the candidate closest to its deadline (expired first, then
@@ -24,7 +27,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::flow::{FlowAddr, FlowKey};
+use crate::flow::{FlowAddr, FlowKey, TableHashKey};
 use crate::table::ServiceId;
 
 /// Which way a packet travels relative to the flow's first packet.
@@ -470,11 +473,17 @@ const EMPTY_BUCKET: Bucket = Bucket {
 const HAND_SAMPLE: usize = 8;
 
 /// A worker's connection-tracking table. See the module documentation.
+///
+/// `repr(C, align(64))` with the fields every lookup reads first (the index, its mask,
+/// the hash key, the slab), so that they share one cache line.
+#[repr(C, align(64))]
 pub struct ConnTrack {
-    flows: Box<[Flow]>,
-    free: Vec<u32>,
     buckets: Box<[Bucket]>,
     mask: usize,
+    /// The key of [`FlowKey::table_hash`], drawn when the table is built.
+    hash_key: TableHashKey,
+    flows: Box<[Flow]>,
+    free: Vec<u32>,
     timeout_ns: [u64; STATES],
     expire_cursor: usize,
     evict_hand: usize,
@@ -498,7 +507,15 @@ struct Slot {
 impl ConnTrack {
     /// A table for at most `capacity` flows (capped at 2³⁰), with all memory allocated now:
     /// 128 bytes per flow plus 32 bytes per flow of index (rounded up to a power of two).
+    /// Its hash key is random ([`TableHashKey::random`]): which bucket a flow lands in
+    /// differs from table to table and from run to run.
     pub fn new(capacity: usize, timeouts: Timeouts) -> Self {
+        ConnTrack::with_key(capacity, timeouts, TableHashKey::random())
+    }
+
+    /// [`ConnTrack::new`] with the hash key of the caller's choice (benches and tests
+    /// that need the same placement in every run, e.g. [`TableHashKey::FIXED`]).
+    pub fn with_key(capacity: usize, timeouts: Timeouts, hash_key: TableHashKey) -> Self {
         let capacity = capacity.min(1 << 30);
         // Two index entries per flow, at most half the ways in use when full.
         let buckets = (capacity * 2 * 2).div_ceil(WAYS).max(1).next_power_of_two();
@@ -509,6 +526,7 @@ impl ConnTrack {
             free,
             buckets: vec![EMPTY_BUCKET; buckets].into_boxed_slice(),
             mask: buckets - 1,
+            hash_key,
             timeout_ns: timeouts.table_ns(),
             expire_cursor: 0,
             evict_hand: 0,
@@ -550,7 +568,7 @@ impl ConnTrack {
     /// A key's primary bucket and its tag (never 0, which marks a free way).
     #[inline(always)]
     fn primary_and_tag(&self, key: &FlowKey) -> (usize, u32) {
-        let h = key.table_hash();
+        let h = key.table_hash(self.hash_key);
         let tag = (h >> 32) as u32;
         let tag = if tag == 0 { 1 } else { tag };
         ((h as usize) & self.mask, tag)
@@ -1474,6 +1492,104 @@ mod tests {
         // A key with no flow gets nothing, whatever the hint.
         let none = key(0xc612_0003, 3000, 17);
         assert_eq!(ct.fast_hit(&none, None, 1, 7, 5, ea, 100), None);
+    }
+
+    /// The keys of one client's ports whose primary bucket under `hash_key` is that of
+    /// port 0 (what a client knowing the key would send to fill one bucket pair).
+    fn aimed_keys(ct: &ConnTrack) -> Vec<FlowKey> {
+        let target = ct.bucket_and_tag(&key(0x0a00_0001, 0, 6)).0;
+        (0..=u16::MAX)
+            .map(|p| key(0x0a00_0001, p, 6))
+            .filter(|k| ct.bucket_and_tag(k).0 == target)
+            .collect()
+    }
+
+    #[test]
+    fn the_hash_key_decides_placement() {
+        let fixed = ConnTrack::with_key(1024, Timeouts::default(), TableHashKey::FIXED);
+        let aimed = aimed_keys(&fixed);
+        // 65,536 ports over 512 buckets: about 128 share port 0's bucket.
+        assert!(aimed.len() >= 64, "{} aimed keys", aimed.len());
+        for other in [
+            TableHashKey([1, 2]),
+            TableHashKey::random(),
+            TableHashKey::random(),
+        ] {
+            let ct = ConnTrack::with_key(1024, Timeouts::default(), other);
+            // Under another key the aimed keys scatter like any others ...
+            let mut load = HashMap::new();
+            for k in &aimed {
+                *load.entry(ct.bucket_and_tag(k).0).or_insert(0u32) += 1;
+            }
+            let fullest = load.values().copied().max().unwrap();
+            assert!(
+                fullest <= 8,
+                "{other:?}: {fullest} aimed keys in one bucket"
+            );
+            // ... so that a table of those flows finds each in its primary bucket (one
+            // line per lookup), where the fixed-key table has room there for 8.
+            let in_primary = |hash_key: TableHashKey| {
+                let mut ct = ConnTrack::with_key(1024, Timeouts::default(), hash_key);
+                for (i, k) in aimed.iter().enumerate() {
+                    ct.insert(k, nat(0x0b00_0000 + i as u32), 0).unwrap();
+                }
+                assert_eq!(ct.stats().evicted, 0);
+                aimed
+                    .iter()
+                    .filter(|k| {
+                        let (bucket, tag) = ct.bucket_and_tag(k);
+                        ct.primary_candidate(bucket, tag)
+                            .and_then(|e| ct.flow_at(e))
+                            .is_some_and(|f| f.forward_key() == **k)
+                    })
+                    .count()
+            };
+            assert!(in_primary(TableHashKey::FIXED) <= WAYS);
+            let spread = in_primary(other);
+            assert!(
+                spread + 2 >= aimed.len(),
+                "{other:?}: {spread} of {}",
+                aimed.len()
+            );
+            // The same key set under two keys: almost no key keeps its bucket.
+            let same = (0..4096u16)
+                .map(|p| key(0x0a00_0002, p, 17))
+                .filter(|k| fixed.bucket_and_tag(k) == ct.bucket_and_tag(k))
+                .count();
+            assert!(
+                same < 64,
+                "{other:?}: {same} of 4096 keys kept bucket and tag"
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_with_an_explicit_key_places_the_same_in_every_run() {
+        let hash_key = TableHashKey([0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210]);
+        let mut a = ConnTrack::with_key(256, Timeouts::default(), hash_key);
+        let mut b = ConnTrack::with_key(256, Timeouts::default(), hash_key);
+        let keys: Vec<FlowKey> = (0..200u32)
+            .map(|i| key(0x0a00_0000 + i, 40000, 6))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let n = nat(0x0b00_0000 + i as u32);
+            assert_eq!(a.insert(k, n, 0), b.insert(k, n, 0));
+        }
+        for k in &keys {
+            let (bucket, tag) = a.bucket_and_tag(k);
+            assert_eq!((bucket, tag), b.bucket_and_tag(k));
+            assert_eq!(
+                a.primary_candidate(bucket, tag),
+                b.primary_candidate(bucket, tag)
+            );
+        }
+        // The placement is the keyed hash's (bucket: its low bits, tag: its high 32).
+        let k = key(0x0a00_0001, 40000, 6);
+        let h = k.table_hash(hash_key);
+        assert_eq!(
+            a.bucket_and_tag(&k),
+            ((h as usize) & a.mask, (h >> 32) as u32)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::flow::TableHashKey;
 use crate::table::IpCidr;
 
 /// A 48-bit Ethernet address.
@@ -53,6 +54,10 @@ pub struct WorkerConfig {
     pub routes: Vec<Route>,
     /// Tracked flows per worker (fixed at start).
     pub conntrack_capacity: usize,
+    /// The key of the connection-tracking table's bucket hash: `None` (the default) draws
+    /// a random one per worker ([`ConnTrack::new`](crate::conntrack::ConnTrack::new));
+    /// benches fix it so that placement is the same in every run.
+    pub conntrack_hash_key: Option<TableHashKey>,
     /// ClientIP affinity entries per worker.
     pub affinity_capacity: usize,
     /// IPv4/IPv6 datagrams whose later fragments this worker can follow.
@@ -76,6 +81,7 @@ impl Default for WorkerConfig {
             ports: Vec::new(),
             routes: Vec::new(),
             conntrack_capacity: 1 << 16,
+            conntrack_hash_key: None,
             affinity_capacity: 1 << 14,
             fragment_capacity: 1024,
             promiscuous: false,

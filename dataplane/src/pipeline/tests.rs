@@ -80,6 +80,7 @@ fn config(index: usize, workers: usize) -> WorkerConfig {
             via: Some(ip("198.18.0.200")),
         }],
         conntrack_capacity: 1024,
+        conntrack_hash_key: None,
         affinity_capacity: 256,
         fragment_capacity: 64,
         promiscuous: false,

@@ -37,7 +37,7 @@ use crate::conntrack::{
     ConnTrack, Direction, Egress, FlowHandle, FlowState, HeldCounts, InsertError, NatTarget,
     TcpFlags, Timeouts,
 };
-use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey};
+use crate::flow::{client_hash, flow_hash, owner_worker, FlowKey, TableHashKey};
 use crate::hash::{addr_word, mix64};
 use crate::pipeline::config::{MacAddr, NextHop, Routes, WorkerConfig};
 use crate::pipeline::counters::{bump, PipelineCounters};
@@ -177,7 +177,13 @@ impl Worker {
             })
             .collect();
         Worker {
-            conntrack: ConnTrack::new(config.conntrack_capacity, timeouts),
+            conntrack: ConnTrack::with_key(
+                config.conntrack_capacity,
+                timeouts,
+                config
+                    .conntrack_hash_key
+                    .unwrap_or_else(TableHashKey::random),
+            ),
             affinity: AffinityTable::new(config.affinity_capacity),
             affinity_cursor: 0,
             fragments: FragmentTable::new(config.fragment_capacity),
