@@ -1117,6 +1117,14 @@ impl ConnTrack {
         self.primary_and_tag(key)
     }
 
+    /// The slab slot the `k`-th next insert fills (0: the next), if no flow is removed
+    /// meanwhile: for a caller that prefetches it.
+    #[inline]
+    pub fn free_slot_ahead(&self, k: usize) -> Option<&Flow> {
+        let at = self.free.len().checked_sub(k + 1)?;
+        self.flows.get(*self.free.get(at)? as usize)
+    }
+
     /// The other bucket a key of primary bucket `bucket` and `tag` may be in (where a
     /// lookup that misses in the primary looks, and an insert may place it).
     #[inline]

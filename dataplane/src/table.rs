@@ -284,24 +284,28 @@ pub struct ServiceSpec {
 /// every listed backend with its counters. Independent of its position in a table, so
 /// tables share an unchanged service by `Arc` from one generation to the next.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Service {
-    /// Shared with the control plane's plan it came from (no copy of the backend list).
-    spec: Arc<ServiceSpec>,
+    // What a new flow reads, first and in one cache line (the struct is line-aligned):
+    // its backends, their Maglev table and counters, and the affinity timeout.
     /// The usable backends: ready ones; when none is ready, serving and terminating ones
     /// (kube-proxy's rule). Maglev indexes into this slice.
     usable: Box<[Backend]>,
+    maglev: Maglev,
     /// The counters of `usable[i]`, at `i`: a backend the scheduler picks is counted
     /// without looking its address up in `listed`.
     usable_counters: Box<[TrafficSlots]>,
-    maglev: Maglev,
     /// `spec.affinity_timeout_secs`, here because every new flow reads it and the spec
     /// is another cache line.
     affinity_timeout_secs: Option<u32>,
+    // The next line: its own counters and affinity key, then the rest.
+    counters: TrafficSlots,
     /// [`service_key`] of the name: what affinity entries are keyed by.
     key: u64,
     /// The seed the Maglev table was filled with.
     seed: u64,
-    counters: TrafficSlots,
+    /// Shared with the control plane's plan it came from (no copy of the backend list).
+    spec: Arc<ServiceSpec>,
     /// (backend address, backend port) for every backend listed (usable or not), so a
     /// tracked flow can tell whether its backend still exists, and its counters.
     listed: FastMap<(IpAddr, u16), BackendEntry>,
@@ -1520,6 +1524,29 @@ mod tests {
         assert!(!third.is_service_addr("198.18.0.3".parse().unwrap()));
         assert!(third.is_service_addr("198.18.0.1".parse().unwrap()));
         assert!(!third.has_backend(ServiceId(1), "10.0.0.3".parse().unwrap(), 80));
+    }
+
+    /// What a new flow reads of its Service is in its first line, its counters and
+    /// affinity key in the second: the two lines the worker's look-ahead prefetches.
+    #[test]
+    fn a_new_flows_service_fields_are_in_the_first_two_lines() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Service>(), 64);
+        let end = |at: usize, size: usize| at + size;
+        for e in [
+            end(offset_of!(Service, usable), size_of::<Box<[Backend]>>()),
+            end(offset_of!(Service, maglev), size_of::<Maglev>()),
+            end(offset_of!(Service, usable_counters), size_of::<Box<[TrafficSlots]>>()),
+            end(offset_of!(Service, affinity_timeout_secs), size_of::<Option<u32>>()),
+        ] {
+            assert!(e <= 64, "ends at {e}");
+        }
+        for e in [
+            end(offset_of!(Service, counters), size_of::<TrafficSlots>()),
+            end(offset_of!(Service, key), size_of::<u64>()),
+        ] {
+            assert!((64..=128).contains(&e), "ends at {e}");
+        }
     }
 
     #[test]

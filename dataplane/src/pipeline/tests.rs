@@ -2595,6 +2595,10 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         w.prefetch(f, &ctx);
     }
     let first_pass = PREFETCHED.with(|v| v.borrow().clone());
+    // The slab slots the new flows will fill, in order.
+    let slots: Vec<usize> = (0..ports.len())
+        .map(|k| w.conntrack().free_slot_ahead(k).unwrap() as *const _ as usize)
+        .collect();
     let mut before = Vec::new();
     for f in &burst {
         before.push(PREFETCHED.with(|v| v.borrow().len()));
@@ -2627,13 +2631,16 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         if m == 3 {
             continue;
         }
-        let port = ports[if m < 3 { m } else { m - 1 }];
+        let opener = if m < 3 { m } else { m - 1 };
+        let port = ports[opener];
         let key = FlowKey::new(ip(CLIENT), ip(VIP), port, 80, 6);
         // Found by `prefetch`: both buckets and the frontend's index line.
         let early = [
             buckets(&key)[0],
             buckets(&key)[1],
             t.frontend_line(&fk).unwrap() as *const _ as usize,
+            slots[opener],
+            slots[opener] + 64,
         ];
         for a in early {
             assert!(
@@ -2658,7 +2665,6 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         let want = [
             svc_at,
             svc_at + 64,
-            svc_at + 128,
             &t.services()[fe.service.0 as usize] as *const _ as usize,
             svc.maglev().slot_addr(flow_hash(t.seed(), &key)).unwrap() as usize,
             row(svc.counters().slot()),
@@ -2675,16 +2681,13 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
                 "frame {m}: line {k} ({a:#x}) not prefetched before it was processed"
             );
         }
-        // The flow went where the look-ahead said.
-        let flow = ct
-            .iter()
-            .find(|(_, f)| f.client_port() == port)
-            .map(|(_, f)| f.backend())
-            .unwrap();
-        assert_eq!(flow, b.addr, "frame {m}");
+        // The flow went where the look-ahead said, into the slot it said.
+        let (_, flow) = ct.iter().find(|(_, f)| f.client_port() == port).unwrap();
+        assert_eq!(flow.backend(), b.addr, "frame {m}");
+        assert_eq!(flow as *const _ as usize, slots[opener], "frame {m}");
     }
     // The continuing segment of a small table had nothing prefetched for it.
-    assert_eq!(first_pass.len(), 3 * ports.len());
+    assert_eq!(first_pass.len(), 5 * ports.len());
 }
 
 fn no_prefetch(_: *const u8) {}

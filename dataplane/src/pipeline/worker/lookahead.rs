@@ -241,6 +241,13 @@ impl Worker {
             if let Some(line) = frontend_key(&key).and_then(|k| ctx.table.frontend_line(&k)) {
                 prefetch(addr(line));
             }
+            // The slab slot its insert will fill, if every frame before it that may open a
+            // flow opens one.
+            if let Some(flow) = self.conntrack.free_slot_ahead(la.openers.saturating_sub(1)) {
+                let p = addr(flow);
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+            }
             if let Some(k) = la.keys.get_mut(at) {
                 *k = key;
                 la.opening[at] = true;
@@ -337,10 +344,10 @@ impl Worker {
             let j = la.staged[1];
             la.staged[1] += 1;
             if let Some(svc) = table.service(ServiceId(la.services[j])) {
+                // A new flow reads the first two lines (see `Service`).
                 let p = addr(svc);
                 prefetch(p);
                 prefetch(p.wrapping_add(64));
-                prefetch(p.wrapping_add(128));
             }
         }
 
