@@ -1536,8 +1536,14 @@ mod tests {
         for e in [
             end(offset_of!(Service, usable), size_of::<Box<[Backend]>>()),
             end(offset_of!(Service, maglev), size_of::<Maglev>()),
-            end(offset_of!(Service, usable_counters), size_of::<Box<[TrafficSlots]>>()),
-            end(offset_of!(Service, affinity_timeout_secs), size_of::<Option<u32>>()),
+            end(
+                offset_of!(Service, usable_counters),
+                size_of::<Box<[TrafficSlots]>>(),
+            ),
+            end(
+                offset_of!(Service, affinity_timeout_secs),
+                size_of::<Option<u32>>(),
+            ),
         ] {
             assert!(e <= 64, "ends at {e}");
         }

@@ -2690,6 +2690,68 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
     assert_eq!(first_pass.len(), 5 * ports.len());
 }
 
+/// A datagram of a tracked UDP flow costs the look-ahead its primary bucket only; one of
+/// a new flow has the rest of its lines prefetched once that bucket shows it is new.
+#[test]
+fn the_look_ahead_prepares_a_datagram_only_once_its_bucket_shows_a_new_flow() {
+    use crate::flow::FlowKey;
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let datagram = |port: u16| {
+        from_client()
+            .ip(ip(CLIENT), ip(VIP))
+            .udp(port, 53)
+            .payload(b"q")
+            .build()
+    };
+    assert_eq!(
+        run(&mut w, &t, &n, &datagram(31_000), 0, 1).0,
+        Verdict::Forward(1)
+    );
+    w.set_prefetcher(record_prefetch);
+    let ctx = Context {
+        table: &t,
+        neighbours: &n,
+    };
+    let burst = [datagram(31_000), datagram(31_001)];
+    w.begin_burst();
+    PREFETCHED.with(|v| v.borrow_mut().clear());
+    for f in &burst {
+        w.prefetch(f, &ctx);
+    }
+    let ct = w.conntrack();
+    let line = |b: usize| ct.bucket_line(b).map(|l| l as *const _ as usize).unwrap();
+    let buckets = |port: u16| {
+        let (b, tag) = ct.bucket_and_tag(&FlowKey::new(ip(CLIENT), ip(VIP), port, 53, 17));
+        (line(b), line(ct.secondary_bucket(b, tag)))
+    };
+    let (tracked, new) = (buckets(31_000), buckets(31_001));
+    let first_pass = PREFETCHED.with(|v| v.borrow().clone());
+    assert_eq!(first_pass, vec![tracked.0, new.0]);
+    for f in &burst {
+        let (v, _) = run_in(&mut w, &ctx, f, 0, 2);
+        assert_eq!(v, Verdict::Forward(1));
+    }
+    let later = PREFETCHED.with(|v| v.borrow()[first_pass.len()..].to_vec());
+    let fk = FrontendKey {
+        addr: ip(VIP),
+        port: 53,
+        protocol: L4Protocol::Udp,
+    };
+    let frontend = t.frontend_line(&fk).unwrap() as *const _ as usize;
+    assert!(
+        later.contains(&new.1) && later.contains(&frontend),
+        "{later:x?}"
+    );
+    if tracked.1 != new.1 {
+        assert!(
+            !later.contains(&tracked.1),
+            "the tracked flow's second bucket"
+        );
+    }
+}
+
 fn no_prefetch(_: *const u8) {}
 
 proptest! {

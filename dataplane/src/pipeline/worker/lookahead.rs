@@ -34,9 +34,9 @@
 
 use super::fast::{ETH, IP};
 use super::{Context, Worker};
-use crate::conntrack::TcpFlags;
+use crate::conntrack::{ConnTrack, TcpFlags};
 use crate::flow::{client_hash, flow_hash, FlowAddr, FlowKey};
-use crate::table::{FrontendKey, L4Protocol, Scheduler, ServiceId};
+use crate::table::{FrontendKey, L4Protocol, Scheduler, ServiceId, ServiceTable};
 
 /// Tracked flows from which conntrack lines are prefetched: below this, a burst's
 /// conntrack lines (about 3 per flow) fit the core's L2 cache.
@@ -77,8 +77,10 @@ pub(super) struct Lookahead {
     keys: [FlowKey; LOOKAHEAD],
     /// The index entry (flow and direction) each resolved hint's bucket had for it.
     flows: [Option<u32>; LOOKAHEAD],
-    /// Whether the frame may open a flow ([`may_open_flow`]) and has a key.
+    /// Whether the frame may open a flow ([`may_open_flow`]) and has a key; and whether
+    /// it surely does (a TCP SYN).
     opening: [bool; LOOKAHEAD],
+    sure: [bool; LOOKAHEAD],
     /// For a frame that opens a flow: its Service's id, then its Maglev hash and pick.
     services: [u32; LOOKAHEAD],
     hashes: [u64; LOOKAHEAD],
@@ -121,6 +123,7 @@ impl Default for Lookahead {
             keys: [FlowKey::default(); LOOKAHEAD],
             flows: [None; LOOKAHEAD],
             opening: [false; LOOKAHEAD],
+            sure: [false; LOOKAHEAD],
             services: [NONE; LOOKAHEAD],
             hashes: [0; LOOKAHEAD],
             picks: [NONE; LOOKAHEAD],
@@ -154,14 +157,53 @@ fn fast_key(frame: &[u8]) -> Option<FlowKey> {
     ))
 }
 
-/// Whether a frame may open a flow: anything but a TCP segment without SYN or with ACK
-/// (which only continues one). Frames of established TCP flows then cost the new-flow
-/// stages nothing.
+/// Whether a frame opens a flow, as far as its first bytes tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// A TCP segment without SYN or with ACK: it only continues a flow.
+    No,
+    /// Not TCP (UDP, SCTP, other): it opens one if its flow is not tracked.
+    Maybe,
+    /// A TCP SYN without ACK.
+    Surely,
+}
+
+/// See [`Opening`]. Frames of established TCP flows then cost the new-flow stages
+/// nothing, and those of other flows one bucket read.
 #[inline]
-fn may_open_flow(frame: &[u8]) -> bool {
+fn may_open_flow(frame: &[u8]) -> Opening {
     match (frame.get(ETH + 9), frame.get(ETH + IP + 13)) {
-        (Some(6), Some(&flags)) => flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN,
-        _ => true,
+        (Some(6), Some(&flags)) if flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN => {
+            Opening::Surely
+        }
+        (Some(6), Some(_)) => Opening::No,
+        _ => Opening::Maybe,
+    }
+}
+
+/// Prefetches the lines a new flow of `key` reads first: its second bucket (a new key
+/// is looked for in both before it is inserted), its frontend's index line, and the
+/// slab slot the `ahead`-th next insert fills, if given.
+#[inline]
+fn new_key_lines(
+    conntrack: &ConnTrack,
+    table: &ServiceTable,
+    key: &FlowKey,
+    (bucket, tag): (usize, u32),
+    ahead: Option<usize>,
+    prefetch: Prefetcher,
+) {
+    let secondary = conntrack.secondary_bucket(bucket, tag);
+    if let Some(line) = conntrack.bucket_line(secondary) {
+        prefetch(addr(line));
+    }
+    if let Some(line) = frontend_key(key).and_then(|k| table.frontend_line(&k)) {
+        prefetch(addr(line));
+    }
+    if let Some(flow) = ahead.and_then(|k| conntrack.free_slot_ahead(k)) {
+        let p = addr(flow);
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
     }
 }
 
@@ -213,7 +255,8 @@ impl Worker {
             return;
         }
         let at = la.len;
-        let opens = may_open_flow(frame);
+        let opening = may_open_flow(frame);
+        let opens = opening != Opening::No;
         if !(opens || la.flow_lines) {
             // Only keeps its place: no line of its is prefetched.
             la.hints[at] = NO_HINT;
@@ -233,23 +276,23 @@ impl Worker {
             if !opens {
                 return (bucket, tag);
             }
-            // A new key is looked for in both its buckets before it is inserted.
-            let secondary = self.conntrack.secondary_bucket(bucket, tag);
-            if let Some(line) = self.conntrack.bucket_line(secondary) {
-                prefetch(addr(line));
+            let sure = opening == Opening::Surely;
+            if sure {
+                // The lines a new flow reads first, for a frame sure to open one; a frame
+                // that only may has them prefetched once its bucket says it does.
+                let ahead = la.openers.checked_sub(1);
+                new_key_lines(
+                    &self.conntrack,
+                    ctx.table,
+                    &key,
+                    (bucket, tag),
+                    ahead,
+                    prefetch,
+                );
             }
-            if let Some(line) = frontend_key(&key).and_then(|k| ctx.table.frontend_line(&k)) {
-                prefetch(addr(line));
-            }
-            // The slab slot its insert will fill, if every frame before it that may open a
-            // flow opens one.
-            if let Some(flow) = self.conntrack.free_slot_ahead(la.openers.saturating_sub(1)) {
-                let p = addr(flow);
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
-            }
-            if let Some(k) = la.keys.get_mut(at) {
+            if let (Some(k), Some(s)) = (la.keys.get_mut(at), la.sure.get_mut(at)) {
                 *k = key;
+                *s = sure;
                 la.opening[at] = true;
             }
             (bucket, tag)
@@ -283,10 +326,21 @@ impl Worker {
         }
         let upto = (la.processed + FLOW_DISTANCE).min(la.len);
         while la.resolved < upto {
-            let (bucket, tag) = la.hints[la.resolved];
+            let j = la.resolved;
+            let (bucket, tag) = la.hints[j];
             let entry = self.conntrack.primary_candidate(bucket, tag);
-            la.flows[la.resolved] = entry;
+            la.flows[j] = entry;
             la.resolved += 1;
+            if entry.is_none() && la.opening[j] && !la.sure[j] {
+                new_key_lines(
+                    &self.conntrack,
+                    ctx.table,
+                    &la.keys[j],
+                    (bucket, tag),
+                    None,
+                    prefetch,
+                );
+            }
             if !la.flow_lines {
                 continue;
             }
