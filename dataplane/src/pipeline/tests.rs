@@ -2583,7 +2583,8 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         .iter()
         .map(|&p| syn(from_client(), CLIENT, VIP, p, 80).build())
         .collect();
-    burst.insert(3, ack);
+    // First: the look-ahead starts at the first SYN, the segment keeping its place.
+    burst.insert(0, ack);
     w.set_prefetcher(record_prefetch);
     let ctx = Context {
         table: &t,
@@ -2627,11 +2628,8 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
     let svc_at = svc as *const Service as usize;
     let row = |slot: u32| t.bank().row(0, slot).unwrap() as *const _ as usize;
     let at = |r: &Backend| r as *const Backend as usize;
-    for m in 0..burst.len() {
-        if m == 3 {
-            continue;
-        }
-        let opener = if m < 3 { m } else { m - 1 };
+    for m in 1..burst.len() {
+        let opener = m - 1;
         let port = ports[opener];
         let key = FlowKey::new(ip(CLIENT), ip(VIP), port, 80, 6);
         // Found by `prefetch`: both buckets and the frontend's index line.
@@ -2648,9 +2646,9 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
                 "frame {m}: {a:#x} not prefetched first"
             );
         }
-        // Then everything its new flow reads, before it is processed: the first frame's
-        // in its own `process` call, before its work; later frames' in earlier calls.
-        let by = before[m.max(1)];
+        // Then everything its new flow reads, before it is processed (in earlier
+        // `process` calls: even the first SYN's, in the segment's call).
+        let by = before[m];
         let i = svc.maglev_pick(flow_hash(t.seed(), &key)).unwrap();
         let b = &svc.usable_backends()[i];
         let reply = FlowKey {

@@ -281,6 +281,7 @@ impl Worker {
         let hint = if self.lookahead.active() {
             self.prefetch_flows(ctx)
         } else {
+            self.lookahead.pass();
             None
         };
         if self.config.fast_path {

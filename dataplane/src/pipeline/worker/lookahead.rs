@@ -86,6 +86,9 @@ pub(super) struct Lookahead {
     hashes: [u64; LOOKAHEAD],
     picks: [u32; LOOKAHEAD],
     len: usize,
+    /// Frames `prefetch` saw before the first it had anything to look ahead for (while
+    /// `len` is 0); they take their places when one comes.
+    skipped: usize,
     /// Hints whose flows were prefetched.
     resolved: usize,
     /// Frames of the burst that may open a flow (see [`may_open_flow`]).
@@ -101,16 +104,24 @@ impl Lookahead {
     #[inline]
     pub(super) fn reset(&mut self) {
         self.len = 0;
+        self.skipped = 0;
         self.resolved = 0;
         self.openers = 0;
         self.staged = [0; 5];
         self.processed = 0;
     }
 
-    /// Whether a burst's look-ahead is under way.
+    /// Whether a burst's look-ahead is under way. When not, the burst's frames need
+    /// none: [`Lookahead::pass`] forgets the frames `prefetch` only counted.
     #[inline]
     pub(super) fn active(&self) -> bool {
         self.len > 0
+    }
+
+    /// A frame processed without the look-ahead.
+    #[inline]
+    pub(super) fn pass(&mut self) {
+        self.skipped = 0;
     }
 }
 
@@ -128,6 +139,7 @@ impl Default for Lookahead {
             hashes: [0; LOOKAHEAD],
             picks: [NONE; LOOKAHEAD],
             len: 0,
+            skipped: 0,
             resolved: 0,
             openers: 0,
             staged: [0; 5],
@@ -248,15 +260,30 @@ impl Worker {
             return;
         };
         let la = &mut self.lookahead;
-        if la.len == 0 {
+        if la.len == 0 && la.skipped == 0 {
             la.flow_lines = self.conntrack.len() >= PREFETCH_MIN_FLOWS;
+        }
+        let opening = may_open_flow(frame);
+        let opens = opening != Opening::No;
+        if !(opens || la.flow_lines) && la.len == 0 {
+            // Nothing to look ahead for so far in this burst: the frame is only counted,
+            // and the burst's `process` calls skip the look-ahead unless a later frame
+            // starts it.
+            la.skipped += 1;
+            return;
+        }
+        if la.len == 0 && la.skipped > 0 {
+            // The frames counted before this one keep their places.
+            let n = la.skipped.min(LOOKAHEAD);
+            la.hints[..n].fill(NO_HINT);
+            la.opening[..n].fill(false);
+            la.len = n;
+            la.skipped = 0;
         }
         if la.len >= LOOKAHEAD {
             return;
         }
         let at = la.len;
-        let opening = may_open_flow(frame);
-        let opens = opening != Opening::No;
         if !(opens || la.flow_lines) {
             // Only keeps its place: no line of its is prefetched.
             la.hints[at] = NO_HINT;
