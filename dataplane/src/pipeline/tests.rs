@@ -2628,7 +2628,7 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
     let svc_at = svc as *const Service as usize;
     let row = |slot: u32| t.bank().row(0, slot).unwrap() as *const _ as usize;
     let at = |r: &Backend| r as *const Backend as usize;
-    for m in 1..burst.len() {
+    for (m, &by) in before.iter().enumerate().skip(1) {
         let opener = m - 1;
         let port = ports[opener];
         let key = FlowKey::new(ip(CLIENT), ip(VIP), port, 80, 6);
@@ -2648,7 +2648,6 @@ fn the_look_ahead_prepares_each_new_flow_before_it_is_processed() {
         }
         // Then everything its new flow reads, before it is processed (in earlier
         // `process` calls: even the first SYN's, in the segment's call).
-        let by = before[m];
         let i = svc.maglev_pick(flow_hash(t.seed(), &key)).unwrap();
         let b = &svc.usable_backends()[i];
         let reply = FlowKey {
