@@ -6,8 +6,8 @@
 //! (`namespace/name:port`), possibly split in two when a traffic policy gives the
 //! internal and external frontends different backend sets. Every lookup a worker makes
 //! is a hash-map probe or a Maglev slot read: O(1) whatever the number of Services.
-//! Frontends are in an index of their own ([`frontend_index`]) whose lines a worker can
-//! prefetch.
+//! Frontends are in an index of their own (`table/frontend_index.rs`) whose lines a
+//! worker can prefetch.
 
 mod frontend_index;
 

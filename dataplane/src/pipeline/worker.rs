@@ -258,6 +258,8 @@ impl Worker {
     /// The checksum the last [`Worker::process`] left to the NIC of the port it forwarded
     /// the frame to (only ever a port whose [`PortConfig::tx_offloads`] offer it); `None`
     /// when every checksum of the frame is final.
+    ///
+    /// [`PortConfig::tx_offloads`]: crate::pipeline::PortConfig::tx_offloads
     #[inline]
     pub fn offload(&self) -> Option<ChecksumOffload> {
         self.offload

@@ -13,8 +13,11 @@ use crate::hash::{addr_word, mix64};
 #[repr(align(64))]
 struct Slot(Option<Frontend>);
 
-/// Where a frontend is in its table's index ([`FrontendIndex::find`]): looking it up
-/// again from there ([`FrontendIndex::at`]) costs no hashing or probing.
+/// Where a frontend is in its table's index ([`ServiceTable::find_frontend`]): reading
+/// it from there ([`ServiceTable::frontend_at`]) costs no hashing or probing.
+///
+/// [`ServiceTable::find_frontend`]: super::ServiceTable::find_frontend
+/// [`ServiceTable::frontend_at`]: super::ServiceTable::frontend_at
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrontendRef(u32);
 

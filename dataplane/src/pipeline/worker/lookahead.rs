@@ -250,11 +250,12 @@ impl Worker {
     }
 
     /// Looks ahead at a frame of the current burst, before any frame of the burst is
-    /// processed (the burst's frames are then processed in this order): prefetches the
-    /// conntrack bucket its lookup will read, with at least [`PREFETCH_MIN_FLOWS`] tracked
-    /// flows, and notes its key for the new-flow stages, with at least
-    /// [`PREFETCH_MIN_FRONTENDS`] frontends (only with a prefetcher set). Changes no flow
-    /// state; a frame without a key only keeps its place in the burst.
+    /// processed (the burst's frames are then processed in this order), with a
+    /// prefetcher set: prefetches the conntrack bucket its lookup will read, with at
+    /// least [`PREFETCH_MIN_FLOWS`] tracked flows or when it may open a flow; for a TCP
+    /// SYN, also the other lines a new flow reads first; and notes the key of a frame that
+    /// may open a flow for the new-flow stages. Changes no flow state; a frame without a
+    /// key only keeps its place in the burst.
     pub fn prefetch(&mut self, frame: &[u8], ctx: &Context) {
         let Some(prefetch) = self.lookahead.prefetcher else {
             return;
