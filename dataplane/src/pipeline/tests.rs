@@ -573,6 +573,13 @@ fn cases() -> Vec<Case> {
             None,
         ),
         case(
+            "ARP reply is consumed (its sender learned), not answered",
+            PacketBuilder::new().arp_reply(CLIENT_MAC, v4(CLIENT), MAC0, v4(NODE)),
+            0,
+            Drop(R::ArpReplyConsumed),
+            None,
+        ),
+        case(
             "neighbour solicitation for a Service address is answered",
             PacketBuilder::new()
                 .eth(
@@ -1424,7 +1431,7 @@ fn arp_and_nd_senders_on_connected_prefixes_are_learned() {
         .build();
     assert_eq!(
         run(&mut w, &t, &n, &na, 1, 1).0,
-        Verdict::Drop(DropReason::NdIgnored)
+        Verdict::Drop(DropReason::NdAdvertConsumed)
     );
     let learned: Vec<_> = w.learned().drain().collect();
     assert_eq!(

@@ -73,7 +73,8 @@ drop_reasons! {
     UnsupportedVlan = "unsupported_vlan",
     /// A malformed ARP packet.
     ArpMalformed = "arp_malformed",
-    /// ARP not addressed to the appliance; or a reply consumed after learning.
+    /// An ARP request for an address the appliance does not answer for, or a gratuitous
+    /// one.
     ArpIgnored = "arp_ignored",
     /// A malformed IPv4 header (truncated, bad IHL, bad total length, bad version).
     Ipv4Malformed = "ipv4_malformed",
@@ -112,12 +113,16 @@ drop_reasons! {
     NatClash = "nat_clash",
     /// Not for the appliance (a destination MAC of another host).
     NotForUs = "not_for_us",
-    /// A neighbour solicitation for an address the appliance does not answer for, or a
-    /// neighbour advertisement (consumed after learning).
+    /// A neighbour solicitation for an address the appliance does not answer for.
     NdIgnored = "nd_ignored",
     /// A first fragment the appliance cannot translate (SCTP: its CRC32c covers the whole
     /// packet, which one fragment does not hold).
     FragmentUnsupported = "fragment_unsupported",
+    /// An ARP reply: its sender was learned (when on a connected prefix), and nothing is
+    /// sent on. Not an error, but a frame not forwarded.
+    ArpReplyConsumed = "arp_reply_consumed",
+    /// A neighbour advertisement: as an ARP reply.
+    NdAdvertConsumed = "nd_advert_consumed",
 }
 
 #[cfg(test)]

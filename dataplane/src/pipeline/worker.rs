@@ -376,6 +376,9 @@ impl Worker {
             self.learned
                 .record(ctx.neighbours, sender, r.sender_hw_addr.0);
         }
+        if r.operation == ArpOperation::Reply {
+            return Err(dropped(DropReason::ArpReplyConsumed));
+        }
         let target = IpAddr::V4(r.target_ip);
         if r.operation != ArpOperation::Request
             || !(self.owns(at.port, target) || ctx.table.is_service_addr(target))
@@ -418,7 +421,7 @@ impl Worker {
                         .record(ctx.neighbours, IpAddr::V6(target), mac.0);
                 }
             }
-            return Err(dropped(DropReason::NdIgnored));
+            return Err(dropped(DropReason::NdAdvertConsumed));
         }
         let sll = p.ndp_link_layer_addr(icmpv6::OPT_SOURCE_LL);
         if let Some(mac) = sll {
