@@ -9,6 +9,10 @@ bash scripts/setup-host.sh
 echo "== build"
 cargo build --workspace --all-targets
 
+echo "== fuzz target builds (run it with: cargo +nightly fuzz run process)"
+# Not a workspace member: checked on its own so that API changes cannot leave it broken.
+cargo check --manifest-path fuzz/Cargo.toml
+
 echo "== test"
 # The appliance tests spawn DPDK processes with busy-polling lcores; they serialise
 # among themselves, so the default test threading is fine.

@@ -1,8 +1,11 @@
 //! Fuzzes `Worker::process` with a fixed small table: any frame, on any port, at any
 //! time, must neither panic nor leave a length beyond the buffer, and a frame it sends
-//! (`Forward`/`Reply`) must have come from one it could parse. The first bytes choose the
-//! rx port, the clock and whether the frame is run twice (to reach tracked-flow paths).
-//! Run: `cargo +nightly fuzz run process` from the repository root.
+//! (`Forward`/`Reply`) must have come from one it could parse. The first byte chooses the
+//! rx port, the clock, the worker's settings and whether the frame is run twice (to reach
+//! tracked-flow paths); the second how many copies make a burst, which goes through the
+//! burst look-ahead (`Worker::prefetch`) before it is processed, as on the appliance.
+//! Run: `cargo +nightly fuzz run process` from the repository root;
+//! `scripts/test.sh` checks that it builds.
 #![no_main]
 
 use std::net::IpAddr;
@@ -123,10 +126,12 @@ fn config(promiscuous: bool, resolved: bool) -> WorkerConfig {
             PortConfig {
                 mac: [2, 0, 0, 0, 0, 2],
                 addrs: vec![(ip("198.18.0.254"), 24), (ip("fd00:18::fe"), 64)],
+                tx_offloads: Default::default(),
             },
             PortConfig {
                 mac: [2, 0, 0, 0, 1, 1],
                 addrs: vec![(ip("10.0.0.254"), 24), (ip("fd00:10::fe"), 64)],
+                tx_offloads: Default::default(),
             },
         ],
         conntrack_capacity: 64,
@@ -148,30 +153,48 @@ fn parses(frame: &[u8]) -> bool {
     )
 }
 
+/// The look-ahead's prefetch: nothing to bring in here, but it makes the look-ahead run.
+fn no_prefetch(_: *const u8) {}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&ctl, frame)) = data.split_first() else {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&copies, frame)) = rest.split_first() else {
         return;
     };
     let rx = u16::from(ctl & 3);
     let twice = ctl & 4 != 0;
     let mut worker = Worker::new(config(ctl & 8 != 0, ctl & 16 == 0));
+    worker.set_prefetcher(no_prefetch);
     let neighbours = NeighbourTable::default();
     let ctx = Context {
         table: table(),
         neighbours: &neighbours,
     };
     let mut now = u64::from(ctl >> 5) * 700_000_000;
+    // 1 to 80 copies: bursts shorter and longer than the look-ahead.
+    let copies = 1 + usize::from(copies) % 80;
     for _ in 0..if twice { 2 } else { 1 } {
-        let mut buf = frame.to_vec();
-        buf.resize(frame.len() + 256, 0);
-        let mut len = frame.len();
-        worker.prefetch(&buf[..len], &ctx);
-        let v = worker.process(&mut buf, &mut len, rx, now, &ctx);
-        assert!(len <= buf.len());
-        if matches!(v, Verdict::Forward(_) | Verdict::Reply) {
-            assert!(parses(frame), "{v:?} for an unparseable frame");
+        let mut burst: Vec<(Vec<u8>, usize)> = (0..copies)
+            .map(|_| {
+                let mut buf = frame.to_vec();
+                buf.resize(frame.len() + 256, 0);
+                (buf, frame.len())
+            })
+            .collect();
+        worker.begin_burst();
+        for (buf, len) in &burst {
+            worker.prefetch(&buf[..*len], &ctx);
         }
-        worker.slow_job(now);
+        for (buf, len) in &mut burst {
+            let v = worker.process(buf, len, rx, now, &ctx);
+            assert!(*len <= buf.len());
+            if matches!(v, Verdict::Forward(_) | Verdict::Reply) {
+                assert!(parses(frame), "{v:?} for an unparseable frame");
+            }
+        }
+        worker.slow_job(now, &ctx);
         now += 1_500_000_000;
     }
 });
