@@ -711,14 +711,13 @@ impl ConnTrack {
             return Err(InsertError::NoRoom);
         }
         let backend = FlowAddr::from_ip(nat.backend);
+        // The reply comes from the backend: the forward key sent to it, turned round.
         let reverse = FlowKey {
-            src: backend,
-            dst: forward.src,
-            src_port: nat.backend_port,
-            dst_port: forward.src_port,
-            protocol: forward.protocol,
-            v6: forward.v6,
-        };
+            dst: backend,
+            dst_port: nat.backend_port,
+            ..*forward
+        }
+        .reversed();
         // Each key's buckets, hashed once for both the checks and the placement.
         let fs = self.slot(forward);
         let rs = self.slot(&reverse);

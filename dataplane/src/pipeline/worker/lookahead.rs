@@ -34,7 +34,7 @@
 
 use super::fast::{ETH, IP};
 use super::{Context, Worker};
-use crate::conntrack::{ConnTrack, TcpFlags};
+use crate::conntrack::{ConnTrack, Flow, TcpFlags};
 use crate::flow::{client_hash, flow_hash, FlowAddr, FlowKey};
 use crate::table::{FrontendKey, L4Protocol, Scheduler, ServiceId, ServiceTable};
 
@@ -109,6 +109,33 @@ impl Lookahead {
         self.openers = 0;
         self.staged = [0; 5];
         self.processed = 0;
+    }
+
+    /// Moves past the frame being processed; forgets the burst after its last frame.
+    #[inline]
+    fn advance(&mut self) {
+        self.processed += 1;
+        if self.processed >= self.len {
+            self.reset();
+        }
+    }
+
+    /// The next frame new-flow stage `stage` takes, if it is below `upto` and has been
+    /// through the step before (the bucket read for the first stage, the stage before
+    /// for the others).
+    #[inline]
+    fn next_for(&mut self, stage: usize, upto: usize) -> Option<usize> {
+        let before = match stage.checked_sub(1) {
+            None => self.resolved,
+            Some(s) => *self.staged.get(s)?,
+        };
+        let at = self.staged.get_mut(stage)?;
+        let j = *at;
+        if j >= upto.min(before) {
+            return None;
+        }
+        *at += 1;
+        Some(j)
     }
 
     /// Whether a burst's look-ahead is under way. When not, the burst's frames need
@@ -213,10 +240,16 @@ fn new_key_lines(
         prefetch(addr(line));
     }
     if let Some(flow) = ahead.and_then(|k| conntrack.free_slot_ahead(k)) {
-        let p = addr(flow);
-        prefetch(p);
-        prefetch(p.wrapping_add(64));
+        flow_lines(flow, prefetch);
     }
+}
+
+/// Prefetches both lines of a tracked flow (128 bytes, line-aligned).
+#[inline]
+fn flow_lines(flow: &Flow, prefetch: Prefetcher) {
+    let p = addr(flow);
+    prefetch(p);
+    prefetch(p.wrapping_add(64));
 }
 
 /// The frontend a flow key is addressed to, if its protocol can have one.
@@ -346,10 +379,7 @@ impl Worker {
         };
         if !la.flow_lines && la.openers == 0 {
             // Nothing to prefetch in this burst (so far).
-            la.processed += 1;
-            if la.processed >= la.len {
-                la.reset();
-            }
+            la.advance();
             return None;
         }
         let upto = (la.processed + FLOW_DISTANCE).min(la.len);
@@ -373,9 +403,7 @@ impl Worker {
                 continue;
             }
             if let Some(flow) = entry.and_then(|e| self.conntrack.flow_at(e)) {
-                let p = addr(flow);
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
+                flow_lines(flow, prefetch);
             }
         }
         if la.openers > 0 {
@@ -383,10 +411,7 @@ impl Worker {
         }
         let la = &mut self.lookahead;
         let current = la.flows.get(la.processed).copied().flatten();
-        la.processed += 1;
-        if la.processed >= la.len {
-            la.reset();
-        }
+        la.advance();
         current
     }
 
@@ -401,10 +426,7 @@ impl Worker {
 
         // Frontend: a frame that may open a flow and has no entry in its primary bucket;
         // the table's pointer to its Service.
-        let upto = (next + FRONTEND_DISTANCE).min(la.resolved);
-        while la.staged[0] < upto {
-            let j = la.staged[0];
-            la.staged[0] += 1;
+        while let Some(j) = la.next_for(0, next + FRONTEND_DISTANCE) {
             if la.flows[j].is_some() || !la.opening[j] {
                 continue;
             }
@@ -421,10 +443,7 @@ impl Worker {
         }
 
         // Service: its lines.
-        let upto = (next + SERVICE_DISTANCE).min(la.staged[0]);
-        while la.staged[1] < upto {
-            let j = la.staged[1];
-            la.staged[1] += 1;
+        while let Some(j) = la.next_for(1, next + SERVICE_DISTANCE) {
             if let Some(svc) = table.service(ServiceId(la.services[j])) {
                 // A new flow reads the first two lines (see `Service`).
                 let p = addr(svc);
@@ -434,10 +453,7 @@ impl Worker {
         }
 
         // Slot: the flow's Maglev slot, and the Service's counter row.
-        let upto = (next + SLOT_DISTANCE).min(la.staged[1]);
-        while la.staged[2] < upto {
-            let j = la.staged[2];
-            la.staged[2] += 1;
+        while let Some(j) = la.next_for(2, next + SLOT_DISTANCE) {
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
@@ -460,10 +476,7 @@ impl Worker {
         }
 
         // Pick: the backend the slot names, and its counters' slot.
-        let upto = (next + PICK_DISTANCE).min(la.staged[2]);
-        while la.staged[3] < upto {
-            let j = la.staged[3];
-            la.staged[3] += 1;
+        while let Some(j) = la.next_for(3, next + PICK_DISTANCE) {
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
@@ -483,10 +496,7 @@ impl Worker {
         }
 
         // Row: the backend's counter row, and the buckets of the flow's reply key.
-        let upto = (next + ROW_DISTANCE).min(la.staged[3]);
-        while la.staged[4] < upto {
-            let j = la.staged[4];
-            la.staged[4] += 1;
+        while let Some(j) = la.next_for(4, next + ROW_DISTANCE) {
             let Some(svc) = table.service(ServiceId(la.services[j])) else {
                 continue;
             };
@@ -500,15 +510,12 @@ impl Worker {
             let Some(b) = svc.usable_backends().get(i) else {
                 continue;
             };
-            let key = &la.keys[j];
             let reply = FlowKey {
-                src: FlowAddr::from_ip(b.addr),
-                dst: key.src,
-                src_port: b.port,
-                dst_port: key.src_port,
-                protocol: key.protocol,
-                v6: key.v6,
-            };
+                dst: FlowAddr::from_ip(b.addr),
+                dst_port: b.port,
+                ..la.keys[j]
+            }
+            .reversed();
             let (bucket, tag) = self.conntrack.bucket_and_tag(&reply);
             let secondary = self.conntrack.secondary_bucket(bucket, tag);
             for b in [bucket, secondary] {
