@@ -21,6 +21,8 @@
 # over criterion's samples, and the best sample (least disturbed by other work). "net"
 # subtracts the copy baseline the row's burst includes (`copy/burst` for frames of
 # established flows and for parsing, `copy/burst_fresh_tuple` for new flows).
+# `cold_pages` (micro) measures what a cold line and a cold page cost on this machine,
+# prefetched: the baseline the 10,000-Service rows are read against (see its doc).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -129,6 +131,13 @@ for n in names("maglev_build"):
         services = int(m.group(1))
         print(f"maglev_build/{n}: {r[0] / 1e6:.1f} ms per {services:,} Services "
               f"({r[0] / services / 1e3:.2f} µs per Service; best {r[1] / 1e6:.1f} ms)")
+
+pages = {n: load("cold_pages", n) for n in ("none", "1_page", "8_pages")}
+if all(pages.values()):
+    none, one, eight = (pages[n][0] for n in ("none", "1_page", "8_pages"))
+    print(f"cold_pages (ns per ~0.5 µs step, median): none {none:.1f}, 8 lines in 1 page "
+          f"{one:.1f}, in 8 pages {eight:.1f}: a cold line ~{(one - none) / 8:.1f} ns, "
+          f"one more cold page ~{(eight - one) / 7:.1f} ns")
 
 def med(group, name):
     r = load(group, name)
