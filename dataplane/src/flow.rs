@@ -144,9 +144,10 @@ impl FlowKey {
     /// What the key buys: a client cannot compute which bucket a tuple lands in.
     ///
     /// The words. An IPv4 address is folded into its side's word by XOR and a rotation:
-    /// a client's address bits then land on bits 29–60 of the word, above the ports
-    /// (bits 0–31), so no two tuples of one client fold alike unless the protocol (bits
-    /// 32–39) differs too. An IPv6 client holds 2^64 addresses at least (2^80 with a
+    /// the source address's bits land on bits 29–60 of the word, above the source port
+    /// (bits 0–15); tuples can fold alike only if they also differ in the destination
+    /// port or the protocol (bits 16–39), which a client can only choose among the ports
+    /// and protocols the Services offer. An IPv6 client holds 2^64 addresses (2^80 with a
     /// /48), enough to cancel any such fold of its address against its port: tuples that
     /// varied the address's bits with the port would fold to one word and collide under
     /// every key, all in one bucket. So an IPv6 address is first folded by a keyed
