@@ -151,7 +151,7 @@ impl FlowKey {
     /// /48), enough to cancel any such fold of its address against its port: tuples that
     /// varied the address's bits with the port would fold to one word and collide under
     /// every key, all in one bucket. So an IPv6 address is first folded by a keyed
-    /// multiply of its halves ([`keyed_fold`]), which a client cannot cancel without
+    /// multiply of its halves (`keyed_fold`), which a client cannot cancel without
     /// knowing the key; two more multiplies, on IPv6 packets only.
     ///
     /// What it does not buy: one multiply under a random key spreads a structured key
