@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 
-use crate::flow::FlowAddr;
+use crate::flow::{keyed_fold, FlowAddr, TableHashKey};
 use crate::hash::{hash_words, mix64};
 
 /// A stable key for a service: a hash of its name (e.g. `default/web:http`), the same in
@@ -60,17 +60,29 @@ pub struct AffinityTable {
     entries: Box<[Entry]>,
     mask: usize,
     len: usize,
+    /// The bucket hash's secret (see [`AffinityTable::new`]).
+    key: TableHashKey,
 }
 
 impl AffinityTable {
     /// A table for at most `capacity` entries (rounded up to a power of two, at least 8,
-    /// at most 2³⁰), all memory allocated now (56 bytes per entry).
+    /// at most 2³⁰), all memory allocated now (56 bytes per entry). Its bucket hash is
+    /// keyed by a random [`TableHashKey`], as connection tracking's is: clients choose
+    /// their addresses (an IPv6 client, 2^64 of them), and with a hash they could compute
+    /// they could fill the bucket of another client's pin and push it out.
     pub fn new(capacity: usize) -> Self {
+        Self::with_key(capacity, TableHashKey::random())
+    }
+
+    /// [`AffinityTable::new`] with a given hash key (tests and benches that need the same
+    /// placement in every run).
+    pub fn with_key(capacity: usize, key: TableHashKey) -> Self {
         let slots = capacity.clamp(WAYS, 1 << 30).next_power_of_two();
         AffinityTable {
             entries: vec![FREE; slots].into_boxed_slice(),
             mask: slots / WAYS - 1,
             len: 0,
+            key,
         }
     }
 
@@ -90,8 +102,8 @@ impl AffinityTable {
 
     #[inline]
     fn bucket(&self, client: &FlowAddr, v6: bool, service: u64) -> usize {
-        let (h, l) = client.words();
-        let x = mix64(h ^ l.rotate_left(23) ^ service ^ u64::from(v6));
+        let client = keyed_fold(*client, self.key.0[0], self.key.0[1]);
+        let x = mix64(client ^ service ^ u64::from(v6));
         (x as usize & self.mask) * WAYS
     }
 
@@ -217,8 +229,9 @@ impl AffinityTable {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     const S: u64 = 1_000_000_000;
 
@@ -226,6 +239,52 @@ mod tests {
         AffinityTarget {
             backend: IpAddr::from([10, 1, 0, last]),
             port: 8080,
+        }
+    }
+
+    /// Pseudo-random hash keys, the same in every run, and the fixed one.
+    pub(crate) fn test_keys() -> Vec<TableHashKey> {
+        let mut state = 0x6166_6669_6e69_7479u64;
+        let mut word = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            mix64(state)
+        };
+        std::iter::once(TableHashKey::FIXED)
+            .chain((0..8).map(|_| TableHashKey([word(), word()])))
+            .collect()
+    }
+
+    /// 65,536 clients of one /48 that vary their subnet bits with the interface bits the
+    /// old unkeyed fold (`hi ^ lo.rotate_left(23)`) put on them: one word, so one bucket,
+    /// whatever the table. Keyed, they spread over the table's 1,024 buckets as random
+    /// clients would (64 a bucket on average; none above 128).
+    #[test]
+    fn clients_cannot_fold_their_pins_into_one_bucket() {
+        let client = |i: u64| {
+            let hi = 0x2001_0db8_0000_0000 ^ i;
+            let lo = 0x0000_0000_0000_0007 ^ i.rotate_right(23);
+            (
+                hi,
+                lo,
+                IpAddr::from(Ipv6Addr::from(u128::from(hi) << 64 | u128::from(lo))),
+            )
+        };
+        let (h0, l0, _) = client(0);
+        let svc = service_key("default/web:http");
+        for key in test_keys() {
+            let t = AffinityTable::with_key(8_192, key);
+            let mut load = vec![0u32; t.mask + 1];
+            for i in 0..65_536 {
+                let (h, l, c) = client(i);
+                assert_eq!(
+                    h ^ l.rotate_left(23),
+                    h0 ^ l0.rotate_left(23),
+                    "one old word"
+                );
+                load[t.bucket(&FlowAddr::from_ip(c), true, svc) / WAYS] += 1;
+            }
+            let max = load.iter().copied().max().unwrap_or(0);
+            assert!(max <= 128, "{key:?}: fullest bucket {max}");
         }
     }
 

@@ -180,11 +180,12 @@ impl FlowKey {
     }
 }
 
-/// An IPv6 address folded into one word under key words `k1`, `k2`: the folded multiply
+/// An address folded into one word under key words `k1`, `k2`: the folded multiply
 /// `(hi ^ k1) × (lo ^ k2)` (halves added). Which addresses fold alike depends on the key:
-/// no choice of address bits cancels without it.
+/// no choice of address bits cancels without it. For the tables whose keys a client
+/// chooses (connection tracking, affinity, fragments).
 #[inline(always)]
-fn keyed_fold(addr: FlowAddr, k1: u64, k2: u64) -> u64 {
+pub(crate) fn keyed_fold(addr: FlowAddr, k1: u64, k2: u64) -> u64 {
     let p = u128::from(addr.hi ^ k1) * u128::from(addr.lo ^ k2);
     (p as u64).wrapping_add((p >> 64) as u64)
 }
@@ -471,14 +472,7 @@ mod tests {
                 }),
             ),
         ];
-        let mut state = 0x7636_2d66_6f6c_6473u64;
-        let mut word = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            crate::hash::mix64(state)
-        };
-        let keys: Vec<TableHashKey> = std::iter::once(TableHashKey::FIXED)
-            .chain((0..16).map(|_| TableHashKey([word(), word()])))
-            .collect();
+        let keys = crate::affinity::tests::test_keys();
         for (name, key) in &sets {
             // Distinct tuples.
             assert_ne!(key(1), key(2), "{name}");

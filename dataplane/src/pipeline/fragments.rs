@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use crate::flow::FlowAddr;
+use crate::flow::{keyed_fold, TableHashKey};
 use crate::hash::mix64;
 
 /// How long after its first fragment a datagram's later fragments are followed.
@@ -37,12 +38,14 @@ impl FragmentKey {
         }
     }
 
+    /// The bucket hash under `key`: the source (which the sender chooses, with the
+    /// identification) is folded by a keyed multiply, so that no choice of source bits and
+    /// identifications lands a sender's datagrams in a bucket it picked.
     #[inline]
-    fn hash(&self) -> u64 {
-        let (a, b) = self.src.words();
+    fn hash(&self, key: TableHashKey) -> u64 {
         let (c, d) = self.dst.words();
         mix64(
-            a ^ b.rotate_left(21)
+            keyed_fold(self.src, key.0[0], key.0[1])
                 ^ c.rotate_left(7)
                 ^ mix64(d)
                 ^ (u64::from(self.ident) << 16)
@@ -89,6 +92,8 @@ pub struct FragmentTable {
     entries: Box<[Entry]>,
     mask: usize,
     cursor: usize,
+    /// The bucket hash's secret, random per table (see [`FragmentKey::hash`]).
+    key: TableHashKey,
 }
 
 impl FragmentTable {
@@ -99,12 +104,13 @@ impl FragmentTable {
             entries: vec![FREE; slots].into_boxed_slice(),
             mask: slots / WAYS - 1,
             cursor: 0,
+            key: TableHashKey::random(),
         }
     }
 
     #[inline]
     fn ways(&mut self, key: &FragmentKey) -> &mut [Entry] {
-        let start = (key.hash() as usize & self.mask) * WAYS;
+        let start = (key.hash(self.key) as usize & self.mask) * WAYS;
         self.entries.get_mut(start..start + WAYS).unwrap_or(&mut [])
     }
 
@@ -180,6 +186,34 @@ mod tests {
             id,
             17,
         )
+    }
+
+    /// 65,536 datagrams from one /48 whose senders vary their subnet bits with the
+    /// interface bits the old unkeyed fold (`hi ^ lo.rotate_left(21)`) put on them: one
+    /// word, so one bucket of 4, whatever the table. Keyed, they spread over 4,096
+    /// buckets as random ones would (16 a bucket on average; none above 40).
+    #[test]
+    fn senders_cannot_fold_their_datagrams_into_one_bucket() {
+        let dst: IpAddr = "2001:db8::a".parse().unwrap();
+        let key = |i: u64| {
+            let hi = 0x2001_0db8_0000_0000 ^ i;
+            let lo = 0x0000_0000_0000_0007 ^ i.rotate_right(21);
+            let src = IpAddr::from(std::net::Ipv6Addr::from(
+                u128::from(hi) << 64 | u128::from(lo),
+            ));
+            (hi ^ lo.rotate_left(21), FragmentKey::new(src, dst, 77, 17))
+        };
+        let (word, _) = key(0);
+        for hash_key in crate::affinity::tests::test_keys() {
+            let mut load = vec![0u32; 4_096];
+            for i in 0..65_536 {
+                let (w, k) = key(i);
+                assert_eq!(w, word, "one old word");
+                load[k.hash(hash_key) as usize & 4_095] += 1;
+            }
+            let max = load.iter().copied().max().unwrap_or(0);
+            assert!(max <= 40, "{hash_key:?}: fullest bucket {max}");
+        }
     }
 
     #[test]
