@@ -137,7 +137,7 @@ page_ns = None
 if all(pages.values()):
     none, one, eight = (pages[n][0] for n in ("none", "1_page", "8_pages"))
     page_ns = (eight - one) / 7
-    print(f"cold_pages (ns per ~0.5 µs step, median): none {none:.1f}, 8 lines in 1 page "
+    print(f"cold_pages (ns per step of ~0.4 µs arithmetic, median): none {none:.1f}, 8 lines in 1 page "
           f"{one:.1f}, in 8 pages {eight:.1f}: a cold line ~{(one - none) / 8:.1f} ns, "
           f"one more cold page ~{(eight - one) / 7:.1f} ns")
 

@@ -401,7 +401,7 @@ fn dnat_floor(c: &mut Criterion) {
 /// 10,000-Service rows are read against (a new flow to one of 10,000 Services touches
 /// pages of the frontend index, its Service, Maglev table, backends and counter rows,
 /// which 10,000 Services spread over tens of MiB; one Service keeps them all in the TLB).
-/// Each step does a fixed ~0.5 µs of arithmetic (about one new flow's time), prefetches 8
+/// Each step does a fixed ~0.4 µs of arithmetic (most of a new flow's time), prefetches 8
 /// lines of a 64 MiB region for the step 8 steps later, and reads the 8 lines the step 8
 /// steps earlier prefetched: `none` does the arithmetic alone, `1_page` takes the 8
 /// lines from one random page, `8_pages` from 8. A line is as cold in both; a page walk

@@ -7,8 +7,7 @@
 
 use std::net::IpAddr;
 
-use crate::flow::FlowAddr;
-use crate::flow::{keyed_fold, TableHashKey};
+use crate::flow::{keyed_fold, FlowAddr, TableHashKey};
 use crate::hash::mix64;
 
 /// How long after its first fragment a datagram's later fragments are followed.
