@@ -139,7 +139,7 @@ if all(pages.values()):
     page_ns = (eight - one) / 7
     print(f"cold_pages (ns per step of ~0.4 µs arithmetic, median): none {none:.1f}, 8 lines in 1 page "
           f"{one:.1f}, in 8 pages {eight:.1f}: a cold line ~{(one - none) / 8:.1f} ns, "
-          f"one more cold page ~{(eight - one) / 7:.1f} ns")
+          f"one more cold page ~{page_ns:.1f} ns")
 
 def med(group, name):
     r = load(group, name)

@@ -229,7 +229,7 @@ impl AffinityTable {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::net::Ipv6Addr;
 
@@ -240,18 +240,6 @@ pub(crate) mod tests {
             backend: IpAddr::from([10, 1, 0, last]),
             port: 8080,
         }
-    }
-
-    /// Pseudo-random hash keys, the same in every run, and the fixed one.
-    pub(crate) fn test_keys() -> Vec<TableHashKey> {
-        let mut state = 0x6166_6669_6e69_7479u64;
-        let mut word = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            mix64(state)
-        };
-        std::iter::once(TableHashKey::FIXED)
-            .chain((0..8).map(|_| TableHashKey([word(), word()])))
-            .collect()
     }
 
     /// 65,536 clients of one /48 that vary their subnet bits with the interface bits the
@@ -271,7 +259,7 @@ pub(crate) mod tests {
         };
         let (h0, l0, _) = client(0);
         let svc = service_key("default/web:http");
-        for key in test_keys() {
+        for key in crate::flow::tests::test_keys() {
             let t = AffinityTable::with_key(8_192, key);
             let mut load = vec![0u32; t.mask + 1];
             for i in 0..65_536 {

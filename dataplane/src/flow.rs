@@ -274,9 +274,27 @@ pub fn owner_worker(client_addr: IpAddr, client_port: u16, n_workers: usize) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `n` hash keys from a splitmix64 sequence started at `seed`: random-looking, and the
+    /// same in every run.
+    pub(crate) fn pseudo_random_keys(seed: u64, n: usize) -> Vec<TableHashKey> {
+        let mut state = seed;
+        let mut word = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            crate::hash::mix64(state)
+        };
+        (0..n).map(|_| TableHashKey([word(), word()])).collect()
+    }
+
+    /// The keys the tables' spread tests try: the fixed one and 8 pseudo-random ones.
+    pub(crate) fn test_keys() -> Vec<TableHashKey> {
+        let mut keys = vec![TableHashKey::FIXED];
+        keys.extend(pseudo_random_keys(0x6166_6669_6e69_7479, 8));
+        keys
+    }
 
     #[test]
     fn key_is_compact_and_round_trips() {
@@ -427,13 +445,7 @@ mod tests {
     /// the test gives the same answer in every run.
     #[test]
     fn table_hash_spreads_under_almost_every_random_key() {
-        let mut state = 0x6b75_6279_7061_7373u64;
-        let mut word = move || {
-            // splitmix64
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            crate::hash::mix64(state)
-        };
-        let keys: Vec<TableHashKey> = (0..64).map(|_| TableHashKey([word(), word()])).collect();
+        let keys = pseudo_random_keys(0x6b75_6279_7061_7373, 64);
         for (name, key) in &traffic_key_sets() {
             let weak: Vec<String> = keys
                 .iter()
@@ -472,7 +484,7 @@ mod tests {
                 }),
             ),
         ];
-        let keys = crate::affinity::tests::test_keys();
+        let keys = test_keys();
         for (name, key) in &sets {
             // Distinct tuples.
             assert_ne!(key(1), key(2), "{name}");

@@ -203,7 +203,7 @@ mod tests {
             (hi ^ lo.rotate_left(21), FragmentKey::new(src, dst, 77, 17))
         };
         let (word, _) = key(0);
-        for hash_key in crate::affinity::tests::test_keys() {
+        for hash_key in crate::flow::tests::test_keys() {
             let mut load = vec![0u32; 4_096];
             for i in 0..65_536 {
                 let (w, k) = key(i);
