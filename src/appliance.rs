@@ -630,6 +630,11 @@ impl FrameProcessor for ServiceProcessor {
     }
 
     #[inline]
+    fn wants_prefetch(&self) -> bool {
+        self.worker.wants_lookahead()
+    }
+
+    #[inline]
     fn prefetch(&mut self, frame: &[u8]) {
         let ctx = Context {
             table: &self.table,

@@ -34,8 +34,16 @@ pub trait FrameProcessor: Send {
     /// the port (in configuration order) the frame arrived on.
     fn process(&mut self, buf: &mut [u8], len: &mut usize, rx_port: u16, now_ns: u64) -> Action;
 
+    /// Whether the current burst's frames go through [`FrameProcessor::prefetch`] (asked
+    /// after `begin_burst`). No (the default) spares the loop reading every frame twice.
+    #[inline]
+    fn wants_prefetch(&self) -> bool {
+        false
+    }
+
     /// Looks at a frame of the current burst before any of the burst is processed, so its
-    /// state can be brought into cache while earlier frames are handled.
+    /// state can be brought into cache while earlier frames are handled. Called for every
+    /// frame of the burst, in order, or for none (see `wants_prefetch`).
     #[inline]
     fn prefetch(&mut self, _frame: &[u8]) {}
 

@@ -106,8 +106,10 @@ impl<P: FrameProcessor> Worker<P> {
                 }
                 let now_ns = clock.ns();
                 self.processor.begin_burst(now_ns);
-                let processor = &mut self.processor;
-                burst.peek_frames(|f| processor.prefetch(f));
+                if self.processor.wants_prefetch() {
+                    let processor = &mut self.processor;
+                    burst.peek_frames(|f| processor.prefetch(f));
+                }
                 for m in &mut burst {
                     self.handle(my, m, port, now_ns, false);
                 }

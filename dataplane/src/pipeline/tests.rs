@@ -2488,6 +2488,43 @@ fn record_prefetch(p: *const u8) {
 }
 
 #[test]
+fn the_look_ahead_is_wanted_only_while_new_flows_come_or_flows_are_many() {
+    use crate::pipeline::worker::OPENING_MEMORY;
+    let t = table();
+    let n = NeighbourTable::default();
+    let mut w = Worker::new(config(0, 1));
+    let syn = |p: u16| {
+        from_client()
+            .ip(ip(CLIENT), ip(VIP))
+            .tcp(p, 80)
+            .syn()
+            .build()
+    };
+    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(1000, 80).build();
+    w.begin_burst();
+    assert_eq!(run(&mut w, &t, &n, &syn(1000), 0, 1).0, Verdict::Forward(1));
+    assert!(
+        !w.wants_lookahead(),
+        "no prefetcher, nothing to look ahead with"
+    );
+    w.set_prefetcher(record_prefetch);
+    // The new flow keeps it wanted for OPENING_MEMORY bursts, the current one included.
+    for burst in 1..OPENING_MEMORY {
+        w.begin_burst();
+        assert!(w.wants_lookahead(), "burst {burst} after a new flow");
+    }
+    w.begin_burst();
+    assert!(!w.wants_lookahead(), "one tracked flow and no new one");
+    // A frame of a tracked flow does not bring it back; a new flow does.
+    assert_eq!(run(&mut w, &t, &n, &ack, 0, 2).0, Verdict::Forward(1));
+    w.begin_burst();
+    assert!(!w.wants_lookahead());
+    assert_eq!(run(&mut w, &t, &n, &syn(1001), 0, 3).0, Verdict::Forward(1));
+    w.begin_burst();
+    assert!(w.wants_lookahead());
+}
+
+#[test]
 fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
     use crate::pipeline::worker::PREFETCH_MIN_FLOWS;
     // Enough tracked flows for the look-ahead to run, and for the frames below.
@@ -2515,6 +2552,11 @@ fn the_look_ahead_prefetches_each_frames_bucket_then_its_flow() {
         assert_eq!(run(&mut w, &t, &n, &s, 0, 1).0, Verdict::Forward(1));
     }
     w.set_prefetcher(record_prefetch);
+    // Wanted for the flows' sake long after the last new one.
+    for _ in 0..2 * crate::pipeline::worker::OPENING_MEMORY {
+        w.begin_burst();
+    }
+    assert!(w.wants_lookahead(), "{flows} tracked flows");
     let ctx = Context {
         table: &t,
         neighbours: &n,

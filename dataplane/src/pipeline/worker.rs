@@ -30,7 +30,7 @@ mod lookahead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-pub use lookahead::{Prefetcher, LOOKAHEAD, PREFETCH_MIN_FLOWS};
+pub use lookahead::{Prefetcher, LOOKAHEAD, OPENING_MEMORY, PREFETCH_MIN_FLOWS};
 
 use crate::affinity::{AffinityTable, AffinityTarget};
 use crate::conntrack::{
@@ -723,6 +723,7 @@ impl Worker {
         now: u64,
         ctx: &Context,
     ) -> Step<Verdict> {
+        self.note_opening();
         let table = ctx.table;
         let Some(svc) = table.service(sid) else {
             return Err(dropped(DropReason::NoBackend));

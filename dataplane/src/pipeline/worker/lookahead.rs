@@ -41,6 +41,9 @@ use crate::table::{FrontendKey, L4Protocol, Scheduler, ServiceId, ServiceTable};
 /// Tracked flows from which conntrack lines are prefetched: below this, a burst's
 /// conntrack lines (about 3 per flow) fit the core's L2 cache.
 pub const PREFETCH_MIN_FLOWS: usize = 16_384;
+/// Bursts after a frame took the new-flow path during which [`Worker::wants_lookahead`]
+/// still says yes with fewer than [`PREFETCH_MIN_FLOWS`] tracked flows.
+pub const OPENING_MEMORY: u32 = 16;
 /// Frames remembered between [`Worker::prefetch`] and the burst's `process` calls.
 pub const LOOKAHEAD: usize = 64;
 /// How many frames ahead of the one being processed the flows are prefetched: far enough
@@ -97,6 +100,9 @@ pub(super) struct Lookahead {
     staged: [usize; 5],
     /// Frames of the burst processed.
     processed: usize,
+    /// Bursts left before the look-ahead is no longer wanted for new flows: set to
+    /// [`OPENING_MEMORY`] by a frame taking the new-flow path, down one a burst.
+    recent_openings: u32,
 }
 
 impl Lookahead {
@@ -171,6 +177,7 @@ impl Default for Lookahead {
             openers: 0,
             staged: [0; 5],
             processed: 0,
+            recent_openings: 0,
         }
     }
 }
@@ -279,7 +286,30 @@ impl Worker {
     /// runtime dropped before processing them would otherwise shift it).
     #[inline]
     pub fn begin_burst(&mut self) {
-        self.lookahead.reset();
+        let la = &mut self.lookahead;
+        la.reset();
+        la.recent_openings = la.recent_openings.saturating_sub(1);
+    }
+
+    /// Whether this burst's frames are worth a [`Worker::prefetch`] each (asked after
+    /// [`Worker::begin_burst`]): with a prefetcher set, when at least
+    /// [`PREFETCH_MIN_FLOWS`] flows are tracked (their lines are not all in cache), or
+    /// when a frame took the new-flow path in the last [`OPENING_MEMORY`] bursts (a new
+    /// flow reads lines no earlier frame read). Otherwise every line a frame needs is
+    /// in cache already, and looking ahead would only cost each frame a call and a parse
+    /// (~5 ns of the ~75 ns an established frame takes). Skipping it never changes a
+    /// verdict; the first burst of new flows after a quiet spell goes without it.
+    #[inline]
+    pub fn wants_lookahead(&self) -> bool {
+        let la = &self.lookahead;
+        la.prefetcher.is_some()
+            && (la.recent_openings > 0 || self.conntrack.len() >= PREFETCH_MIN_FLOWS)
+    }
+
+    /// Notes that a frame took the new-flow path (see [`Worker::wants_lookahead`]).
+    #[inline]
+    pub(super) fn note_opening(&mut self) {
+        self.lookahead.recent_openings = OPENING_MEMORY;
     }
 
     /// Looks ahead at a frame of the current burst, before any frame of the burst is
