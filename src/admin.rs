@@ -441,10 +441,17 @@ impl Snapshot {
         ));
         out.samples.push((
             "kubypass_neighbours_ignored",
-            "Learned neighbours ignored because the table was full.",
+            "Learned neighbours ignored because the table was full of needed ones.",
             true,
             Vec::new(),
             s.shared.neighbours_ignored.load(r) as f64,
+        ));
+        out.samples.push((
+            "kubypass_neighbours_evicted",
+            "Learned neighbours forgotten to make room for new ones.",
+            true,
+            Vec::new(),
+            s.shared.neighbours_evicted.load(r) as f64,
         ));
         out
     }
@@ -581,6 +588,7 @@ mod tests {
         s.workers.pipeline[0].count_drop(DropReason::NoFlow);
         bump(&s.workers.pipeline[0].dnat, 5);
         bump(&s.workers.pipeline[0].conntrack_evicted, 3);
+        s.shared.neighbours_evicted.fetch_add(4, Ordering::Relaxed);
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/manifests");
         let t = load_manifests(&[dir], &ProxySettings::default()).unwrap();
@@ -615,6 +623,8 @@ mod tests {
             "kubypass_pipeline_drops_total{worker=\"0\",reason=\"no_flow\"} 2",
             "kubypass_pipeline_drops_total{worker=\"0\",reason=\"ttl_exceeded\"} 0",
             "kubypass_table_generation 0.0",
+            "kubypass_neighbours_evicted_total 4",
+            "kubypass_neighbours_ignored_total 0",
             "# TYPE kubypass_conntrack_entries gauge",
         ] {
             assert!(

@@ -34,8 +34,9 @@ use kubypass_dataplane::table::{IpCidr, L4Protocol, Scheduler};
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// Most neighbours the control thread keeps; what a flood of ARP senders adds beyond
-/// this is ignored (and counted).
+/// Most neighbours the control thread keeps. When a new one would not fit, the oldest
+/// learned neighbour that nothing needs is forgotten to make room (see
+/// [`NeighbourBook`]); when every one is needed, the new one is ignored (and counted).
 pub const MAX_NEIGHBOURS: usize = 65_536;
 /// Capacity of the queue from workers to the control thread.
 pub const LEARNED_QUEUE: usize = 4096;
@@ -113,8 +114,10 @@ pub struct Shared {
     pub gate_wait_ns: Arc<AtomicU64>,
     pub neighbours: Arc<ArcSwap<NeighbourTable>>,
     pub learned: Arc<ArrayQueue<(IpAddr, MacAddr)>>,
-    /// Neighbours ignored because the table was full.
+    /// Neighbours ignored because the table was full of needed ones.
     pub neighbours_ignored: Arc<AtomicU64>,
+    /// Learned neighbours forgotten to make room for new ones.
+    pub neighbours_evicted: Arc<AtomicU64>,
     pub health: SourceHealth,
 }
 
@@ -129,35 +132,226 @@ impl Shared {
             neighbours: Arc::new(ArcSwap::from_pointee(static_neighbours)),
             learned: Arc::new(ArrayQueue::new(LEARNED_QUEUE)),
             neighbours_ignored: Arc::new(AtomicU64::new(0)),
+            neighbours_evicted: Arc::new(AtomicU64::new(0)),
             health: SourceHealth::new(),
         }
     }
 
     /// Merges what workers learned into the neighbour snapshot; publishes only when
-    /// something changed, keeping the snapshot it replaces in `retired` (and freeing the
-    /// retired ones workers have let go of). Returns how many entries changed.
-    pub fn merge_learned(&self, retired: &mut Retired<NeighbourTable>) -> usize {
-        retired.release();
+    /// something changed, keeping the snapshot it replaces in the book's retired list (and
+    /// freeing the retired ones workers have let go of). A new neighbour that would take
+    /// the table past the book's capacity takes the place of the oldest learned one
+    /// nothing needs ([`NeighbourBook`]), or is ignored when all are needed. Returns how
+    /// many entries were added or changed.
+    pub fn merge_learned(&self, book: &mut NeighbourBook) -> usize {
+        book.retired.release();
         let current = self.neighbours.load_full();
+        // What changes, in the order first reported (an address reported twice keeps its
+        // place and takes its last MAC).
         let mut fresh: Vec<(IpAddr, MacAddr)> = Vec::new();
+        let mut at: FastMap<IpAddr, usize> = FastMap::default();
         while let Some((addr, mac)) = self.learned.pop() {
-            if current.get(addr) == Some(mac) || fresh.contains(&(addr, mac)) {
-                continue;
+            match at.get(&addr) {
+                Some(&i) => {
+                    if let Some(entry) = fresh.get_mut(i) {
+                        entry.1 = mac;
+                    }
+                }
+                None => {
+                    at.insert(addr, fresh.len());
+                    fresh.push((addr, mac));
+                }
             }
-            if current.get(addr).is_none() && current.len() + fresh.len() >= MAX_NEIGHBOURS {
-                self.neighbours_ignored.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            fresh.push((addr, mac));
         }
-        if !fresh.is_empty() {
-            let replaced = self
-                .neighbours
-                .swap(Arc::new(current.with(fresh.iter().copied())));
-            retired.retire(replaced);
+        fresh.retain(|&(addr, mac)| current.get(addr) != Some(mac));
+        if fresh.is_empty() {
+            return 0;
         }
+        let added = fresh
+            .iter()
+            .filter(|(a, _)| current.get(*a).is_none())
+            .count();
+        let over = (current.len() + added).saturating_sub(book.capacity);
+        let forgotten = if over > 0 {
+            book.make_room(over, &current, self)
+        } else {
+            Vec::new()
+        };
+        if forgotten.len() < over {
+            // No room for all: the last-reported new addresses go without.
+            let refused: FastSet<IpAddr> = fresh
+                .iter()
+                .rev()
+                .filter(|(a, _)| current.get(*a).is_none())
+                .take(over - forgotten.len())
+                .map(|(a, _)| *a)
+                .collect();
+            self.neighbours_ignored
+                .fetch_add(refused.len() as u64, Ordering::Relaxed);
+            fresh.retain(|(a, _)| !refused.contains(a));
+        }
+        self.neighbours_evicted
+            .fetch_add(forgotten.len() as u64, Ordering::Relaxed);
+        if fresh.is_empty() && forgotten.is_empty() {
+            return 0;
+        }
+        for &(addr, _) in &fresh {
+            book.learned(addr);
+        }
+        let next = current.with_changes(fresh.iter().copied(), &forgotten);
+        book.retired.retire(self.neighbours.swap(Arc::new(next)));
         fresh.len()
     }
+}
+
+/// The control thread's side of the neighbour table: which entries were learned and
+/// when, which must never be forgotten, and the snapshots it replaced.
+///
+/// A table that never forgets fills up: every on-link client is learned (its MAC is in
+/// its first frame), and on a busy or hostile link (an ARP or ND flood from spoofed
+/// senders, a /64 of temporary IPv6 addresses) it would reach [`MAX_NEIGHBOURS`] and then
+/// refuse the next hop of a new backend for good. So when a new neighbour would not
+/// fit, the oldest learned entries make room, except those something needs:
+/// - configured neighbours (static);
+/// - route gateways (every off-link client's replies and off-link backends go through
+///   them);
+/// - the next hops of the backends of the table workers use and of the one waiting at
+///   the [`Gate`].
+///
+/// A forgotten client is learned again from its next frame, or resolved by ARP/ND when
+/// a reply needs it. Oldest means first learned (or last changed): workers report a
+/// neighbour only when the snapshot does not already have it, so use does not refresh.
+pub struct NeighbourBook {
+    retired: Retired<NeighbourTable>,
+    capacity: usize,
+    routes: Routes,
+    /// Configured neighbours and route gateways.
+    pinned: FastSet<IpAddr>,
+    /// Learned addresses in the order learned, with the number each was learned under;
+    /// an entry whose number is no longer the address's in `numbers` is stale.
+    order: VecDeque<(IpAddr, u64)>,
+    numbers: FastMap<IpAddr, u64>,
+    next_number: u64,
+    /// The backends' next hops, and the generations (visible, pending) they are for.
+    needed: FastSet<IpAddr>,
+    needed_for: Option<(u64, Option<u64>)>,
+}
+
+impl NeighbourBook {
+    /// The book for `plan`'s configured neighbours and routes, holding at most
+    /// [`MAX_NEIGHBOURS`].
+    pub fn new(plan: &Plan) -> Self {
+        let pinned = plan.neighbours.iter().map(|(a, _)| *a);
+        Self::with_capacity(plan_routes(plan), pinned, &plan.routes, MAX_NEIGHBOURS)
+    }
+
+    /// A book over `routes` that never forgets `pinned` nor the gateways of `statics`,
+    /// holding at most `capacity` neighbours.
+    pub fn with_capacity(
+        routes: Routes,
+        pinned: impl IntoIterator<Item = IpAddr>,
+        statics: &[Route],
+        capacity: usize,
+    ) -> Self {
+        let pinned = pinned
+            .into_iter()
+            .chain(statics.iter().filter_map(|r| r.via))
+            .collect();
+        NeighbourBook {
+            retired: Retired::default(),
+            capacity,
+            routes,
+            pinned,
+            order: VecDeque::new(),
+            numbers: FastMap::default(),
+            next_number: 0,
+            needed: FastSet::default(),
+            needed_for: None,
+        }
+    }
+
+    /// Notes that `addr` was learned (or changed) now.
+    fn learned(&mut self, addr: IpAddr) {
+        let n = self.next_number;
+        self.next_number += 1;
+        self.numbers.insert(addr, n);
+        self.order.push_back((addr, n));
+        // Stale queue entries are dropped as they reach the front; bound them too.
+        if self.order.len() > 2 * self.numbers.len() + 1024 {
+            let numbers = &self.numbers;
+            self.order.retain(|(a, n)| numbers.get(a) == Some(n));
+        }
+    }
+
+    /// Picks up to `count` learned entries of `current` to forget, oldest first, none
+    /// that is pinned or needed. Needed entries met on the way go to the back of the
+    /// queue, so each is passed over once per round of the queue.
+    fn make_room(
+        &mut self,
+        count: usize,
+        current: &NeighbourTable,
+        shared: &Shared,
+    ) -> Vec<IpAddr> {
+        self.refresh_needed(shared);
+        let mut forgotten = Vec::new();
+        let mut passed = 0;
+        let live = self.order.len();
+        while forgotten.len() < count && passed < live {
+            let Some((addr, n)) = self.order.pop_front() else {
+                break;
+            };
+            passed += 1;
+            if self.numbers.get(&addr) != Some(&n) || current.get(addr).is_none() {
+                continue;
+            }
+            if self.pinned.contains(&addr) || self.needed.contains(&addr) {
+                self.order.push_back((addr, n));
+                continue;
+            }
+            self.numbers.remove(&addr);
+            forgotten.push(addr);
+        }
+        forgotten
+    }
+
+    /// Recomputes the backends' next hops when the visible or pending table changed.
+    fn refresh_needed(&mut self, shared: &Shared) {
+        let visible = shared.visible.load_full();
+        let pending = shared.pending.load_full();
+        let key = (
+            visible.generation(),
+            pending.as_ref().map(|t| t.generation()),
+        );
+        if self.needed_for == Some(key) {
+            return;
+        }
+        self.needed.clear();
+        for table in std::iter::once(&visible).chain(pending.as_ref()) {
+            for s in table.services() {
+                for b in s.usable_backends() {
+                    if let Some(hop) = self.routes.lookup(b.addr) {
+                        self.needed.insert(hop.addr);
+                    }
+                }
+            }
+        }
+        self.needed_for = Some(key);
+    }
+}
+
+/// The routing table of `plan`'s ports and static routes (port MACs do not matter to a
+/// lookup).
+fn plan_routes(plan: &Plan) -> Routes {
+    let ports: Vec<PipelinePort> = plan
+        .port_addrs
+        .iter()
+        .map(|addrs| PipelinePort {
+            mac: [0; 6],
+            addrs: addrs.clone(),
+            tx_offloads: Default::default(),
+        })
+        .collect();
+    Routes::new(&ports, &plan.routes)
 }
 
 /// Everything the Service appliance derives from the configuration, checked before DPDK
@@ -447,17 +641,8 @@ struct Waiting {
 
 impl Gate {
     pub fn new(plan: &Plan) -> Self {
-        let ports: Vec<PipelinePort> = plan
-            .port_addrs
-            .iter()
-            .map(|addrs| PipelinePort {
-                mac: [0; 6],
-                addrs: addrs.clone(),
-                tx_offloads: Default::default(),
-            })
-            .collect();
         Gate {
-            routes: Routes::new(&ports, &plan.routes),
+            routes: plan_routes(plan),
             waiting: None,
             retired: Retired::default(),
         }
@@ -690,6 +875,7 @@ pub fn start_control(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let control = plan.control.clone();
     let mut gate = Gate::new(plan);
+    let mut book = NeighbourBook::new(plan);
     let admin = plan.admin;
     let max_out_of_sync = plan.max_out_of_sync;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -711,9 +897,8 @@ pub fn start_control(
                 };
                 let neighbours = {
                     let shared = shared.clone();
-                    let mut retired = Retired::default();
                     every(Duration::from_millis(10), Arc::clone(&stop), move || {
-                        shared.merge_learned(&mut retired);
+                        shared.merge_learned(&mut book);
                     })
                 };
                 let gate = {
@@ -1047,7 +1232,7 @@ mod tests {
         let plan = Plan::new(&lab_config(), Path::new("/etc/kubypass")).unwrap();
         let shared = Shared::new(NeighbourTable::default());
         let mut gate = Gate::new(&plan);
-        let mut retired = Retired::default();
+        let mut book = NeighbourBook::new(&plan);
         let publish = |t: ServiceTable| {
             shared.publisher.publish(t, None, Duration::ZERO).unwrap();
         };
@@ -1065,14 +1250,14 @@ mod tests {
             .learned
             .push(("198.18.2.11".parse().unwrap(), [1; 6]))
             .unwrap();
-        shared.merge_learned(&mut retired);
+        shared.merge_learned(&mut book);
         gate.step(&shared);
         assert_eq!(visible(), 0, "198.18.2.12 still unknown");
         shared
             .learned
             .push(("198.18.2.12".parse().unwrap(), [2; 6]))
             .unwrap();
-        shared.merge_learned(&mut retired);
+        shared.merge_learned(&mut book);
         gate.step(&shared);
         assert_eq!(visible(), 1);
         assert!(shared.pending.load().is_none());
@@ -1177,26 +1362,138 @@ mod tests {
     fn learned_neighbours_are_merged_and_published_once() {
         let a: IpAddr = "198.18.1.2".parse().unwrap();
         let shared = Shared::new(NeighbourTable::default());
-        let mut retired = Retired::default();
+        let mut book = NeighbourBook::with_capacity(Routes::default(), [], &[], MAX_NEIGHBOURS);
         let before = shared.neighbours.load_full();
-        assert_eq!(shared.merge_learned(&mut retired), 0);
+        assert_eq!(shared.merge_learned(&mut book), 0);
         assert!(Arc::ptr_eq(&before, &shared.neighbours.load_full()));
         shared.learned.push((a, [1; 6])).unwrap();
         shared.learned.push((a, [1; 6])).unwrap();
-        assert_eq!(shared.merge_learned(&mut retired), 1);
+        assert_eq!(shared.merge_learned(&mut book), 1);
         assert_eq!(shared.neighbours.load().get(a), Some([1; 6]));
         // The same fact again publishes nothing new.
         let published = shared.neighbours.load_full();
         shared.learned.push((a, [1; 6])).unwrap();
-        assert_eq!(shared.merge_learned(&mut retired), 0);
+        assert_eq!(shared.merge_learned(&mut book), 0);
         assert!(Arc::ptr_eq(&published, &shared.neighbours.load_full()));
+        // Two MACs for one address in one merge: the last one reported.
+        shared.learned.push((a, [2; 6])).unwrap();
+        shared.learned.push((a, [3; 6])).unwrap();
+        assert_eq!(shared.merge_learned(&mut book), 1);
+        assert_eq!(shared.neighbours.load().get(a), Some([3; 6]));
         // The snapshot a merge replaced is freed by the next merge once no worker holds
         // it (here, the first one: only `before` held it).
         let first = Arc::downgrade(&before);
         drop(before);
         assert!(first.upgrade().is_some(), "held by the retired list");
-        shared.merge_learned(&mut retired);
+        drop(published);
+        shared.merge_learned(&mut book);
         assert!(first.upgrade().is_none());
-        assert!(retired.is_empty());
+        assert!(book.retired.is_empty());
+    }
+
+    /// Port 0 on 198.18.1.0/24, a default route via 198.18.1.1, the static neighbour
+    /// 198.18.1.2, and a visible table whose one backend is 198.18.1.20 (on link, so its
+    /// own next hop).
+    fn full_book_setup(capacity: usize) -> (Shared, NeighbourBook) {
+        let port = PipelinePort {
+            mac: [0; 6],
+            addrs: vec![("198.18.1.254".parse().unwrap(), 24)],
+            tx_offloads: Default::default(),
+        };
+        let default_route = Route {
+            prefix: IpCidr::new("0.0.0.0".parse().unwrap(), 0).unwrap(),
+            port: 0,
+            via: Some("198.18.1.1".parse().unwrap()),
+        };
+        let statics = [default_route];
+        let routes = Routes::new(std::slice::from_ref(&port), &statics);
+        let fixed: IpAddr = "198.18.1.2".parse().unwrap();
+        let shared = Shared::new(NeighbourTable::new([(fixed, [2; 6])]));
+        shared
+            .visible
+            .store(Arc::new(table_with(1, &["198.18.1.20"])));
+        let book = NeighbourBook::with_capacity(routes, [fixed], &statics, capacity);
+        (shared, book)
+    }
+
+    fn learn(shared: &Shared, book: &mut NeighbourBook, last_octets: &[u8]) -> usize {
+        for &o in last_octets {
+            shared
+                .learned
+                .push((IpAddr::from([198, 18, 1, o]), [o; 6]))
+                .unwrap();
+        }
+        shared.merge_learned(book)
+    }
+
+    fn known(shared: &Shared) -> Vec<u8> {
+        let mut v: Vec<u8> = shared
+            .neighbours
+            .load()
+            .iter()
+            .map(|(a, _)| match a {
+                IpAddr::V4(v4) => v4.octets()[3],
+                IpAddr::V6(_) => 0,
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_full_neighbour_table_forgets_the_oldest_entry_nothing_needs() {
+        let (shared, mut book) = full_book_setup(5);
+        // The gateway, the backend, then two clients: full (with the static one).
+        assert_eq!(learn(&shared, &mut book, &[1, 20, 31, 32]), 4);
+        assert_eq!(known(&shared), [1, 2, 20, 31, 32]);
+        // A new client takes the oldest client's place; the gateway and the backend,
+        // learned before it, stay.
+        assert_eq!(learn(&shared, &mut book, &[33]), 1);
+        assert_eq!(known(&shared), [1, 2, 20, 32, 33]);
+        // A client whose MAC changed counts as learned anew: .33 is now older.
+        shared
+            .learned
+            .push(("198.18.1.32".parse().unwrap(), [9; 6]))
+            .unwrap();
+        assert_eq!(shared.merge_learned(&mut book), 1);
+        assert_eq!(known(&shared), [1, 2, 20, 32, 33], "a change needs no room");
+        assert_eq!(learn(&shared, &mut book, &[34]), 1);
+        assert_eq!(known(&shared), [1, 2, 20, 32, 34]);
+        assert_eq!(
+            shared.neighbours.load().get("198.18.1.32".parse().unwrap()),
+            Some([9; 6])
+        );
+        // Two at once: both clients go.
+        assert_eq!(learn(&shared, &mut book, &[35, 36]), 2);
+        assert_eq!(known(&shared), [1, 2, 20, 35, 36]);
+        assert_eq!(shared.neighbours_evicted.load(Ordering::Relaxed), 4);
+        assert_eq!(shared.neighbours_ignored.load(Ordering::Relaxed), 0);
+        // A new backend's next hop is needed once a table lists it: the client learned
+        // before it goes, not the backend.
+        shared
+            .visible
+            .store(Arc::new(table_with(2, &["198.18.1.20", "198.18.1.36"])));
+        assert_eq!(learn(&shared, &mut book, &[37]), 1);
+        assert_eq!(known(&shared), [1, 2, 20, 36, 37]);
+    }
+
+    #[test]
+    fn a_table_full_of_needed_neighbours_ignores_new_ones() {
+        let (shared, mut book) = full_book_setup(3);
+        assert_eq!(learn(&shared, &mut book, &[1, 20]), 2);
+        let full = shared.neighbours.load_full();
+        // Static, gateway and backend: nothing can go; the client is ignored, and no
+        // snapshot is published.
+        assert_eq!(learn(&shared, &mut book, &[40, 41]), 0);
+        assert!(Arc::ptr_eq(&full, &shared.neighbours.load_full()));
+        assert_eq!(known(&shared), [1, 2, 20]);
+        assert_eq!(shared.neighbours_ignored.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.neighbours_evicted.load(Ordering::Relaxed), 0);
+        // With room for one more, the first of two new ones gets it.
+        let (shared, mut book) = full_book_setup(4);
+        assert_eq!(learn(&shared, &mut book, &[1, 20]), 2);
+        assert_eq!(learn(&shared, &mut book, &[40, 41]), 1);
+        assert_eq!(known(&shared), [1, 2, 20, 40]);
+        assert_eq!(shared.neighbours_ignored.load(Ordering::Relaxed), 1);
     }
 }

@@ -73,7 +73,19 @@ impl NeighbourTable {
 
     /// A copy with `learned` merged in (the control thread's update).
     pub fn with(&self, learned: impl IntoIterator<Item = (IpAddr, MacAddr)>) -> Self {
+        self.with_changes(learned, &[])
+    }
+
+    /// A copy without the entries of `forgotten`, then with `learned` merged in.
+    pub fn with_changes(
+        &self,
+        learned: impl IntoIterator<Item = (IpAddr, MacAddr)>,
+        forgotten: &[IpAddr],
+    ) -> Self {
         let mut entries = self.entries.clone();
+        for a in forgotten {
+            entries.remove(a);
+        }
         entries.extend(learned);
         NeighbourTable {
             entries,
@@ -195,5 +207,9 @@ mod tests {
         assert_eq!(l.overflowed(), 5);
         let merged = known.with([(a, [9; 6])]);
         assert_eq!(merged.get(a), Some([9; 6]));
+        let b = IpAddr::from([198, 18, 3, 1]);
+        let changed = merged.with_changes([(b, [4; 6])], &[a]);
+        assert_eq!((changed.get(a), changed.get(b)), (None, Some([4; 6])));
+        assert_ne!(changed.version(), merged.version());
     }
 }
