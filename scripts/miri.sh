@@ -28,4 +28,5 @@ cargo +nightly miri test -p kubypass --lib -- "$@" \
     appliance::tests::the_retired_list_is_bounded_and_lets_the_oldest_go \
     appliance::tests::learned_neighbours_are_merged_and_published_once \
     appliance::tests::a_full_neighbour_table_forgets_the_oldest_entry_nothing_needs \
-    appliance::tests::a_table_full_of_needed_neighbours_ignores_new_ones
+    appliance::tests::a_table_full_of_needed_neighbours_ignores_new_ones \
+    appliance::tests::a_full_table_makes_room_at_most_once_per_interval

@@ -38,6 +38,11 @@ use std::path::Path;
 /// learned neighbour that nothing needs is forgotten to make room (see
 /// [`NeighbourBook`]); when every one is needed, the new one is ignored (and counted).
 pub const MAX_NEIGHBOURS: usize = 65_536;
+/// Least time between two merges that forget neighbours to make room: each published
+/// snapshot sends every flow's next packet through the full pipeline once (the fast
+/// path's next hop is cached per snapshot), so a flood of new senders must not make the
+/// table change every merge once it is full.
+pub const EVICT_INTERVAL: Duration = Duration::from_secs(1);
 /// Capacity of the queue from workers to the control thread.
 pub const LEARNED_QUEUE: usize = 4096;
 
@@ -146,6 +151,11 @@ impl Shared {
     pub fn merge_learned(&self, book: &mut NeighbourBook) -> usize {
         book.retired.release();
         let current = self.neighbours.load_full();
+        if current.len() >= book.capacity && !book.may_evict() {
+            // Full, and made room lately: what workers learned waits in the queue (what
+            // does not fit is lost, and learned again from the next ARP/ND frame).
+            return 0;
+        }
         // What changes, in the order first reported (an address reported twice keeps its
         // place and takes its last MAC).
         let mut fresh: Vec<(IpAddr, MacAddr)> = Vec::new();
@@ -190,6 +200,9 @@ impl Shared {
                 .fetch_add(refused.len() as u64, Ordering::Relaxed);
             fresh.retain(|(a, _)| !refused.contains(a));
         }
+        if !forgotten.is_empty() {
+            book.last_eviction = Some(std::time::Instant::now());
+        }
         self.neighbours_evicted
             .fetch_add(forgotten.len() as u64, Ordering::Relaxed);
         if fresh.is_empty() && forgotten.is_empty() {
@@ -221,9 +234,13 @@ impl Shared {
 /// A forgotten client is learned again from its next frame, or resolved by ARP/ND when
 /// a reply needs it. Oldest means first learned (or last changed): workers report a
 /// neighbour only when the snapshot does not already have it, so use does not refresh.
+/// A full table makes room at most once per eviction interval ([`EVICT_INTERVAL`]);
+/// in between, what workers learn waits (a MAC change too).
 pub struct NeighbourBook {
     retired: Retired<NeighbourTable>,
     capacity: usize,
+    evict_interval: Duration,
+    last_eviction: Option<std::time::Instant>,
     routes: Routes,
     /// Configured neighbours and route gateways.
     pinned: FastSet<IpAddr>,
@@ -242,16 +259,24 @@ impl NeighbourBook {
     /// [`MAX_NEIGHBOURS`].
     pub fn new(plan: &Plan) -> Self {
         let pinned = plan.neighbours.iter().map(|(a, _)| *a);
-        Self::with_capacity(plan_routes(plan), pinned, &plan.routes, MAX_NEIGHBOURS)
+        Self::with_capacity(
+            plan_routes(plan),
+            pinned,
+            &plan.routes,
+            MAX_NEIGHBOURS,
+            EVICT_INTERVAL,
+        )
     }
 
     /// A book over `routes` that never forgets `pinned` nor the gateways of `statics`,
-    /// holding at most `capacity` neighbours.
+    /// holding at most `capacity` neighbours and making room at most once per
+    /// `evict_interval`.
     pub fn with_capacity(
         routes: Routes,
         pinned: impl IntoIterator<Item = IpAddr>,
         statics: &[Route],
         capacity: usize,
+        evict_interval: Duration,
     ) -> Self {
         let pinned = pinned
             .into_iter()
@@ -260,6 +285,8 @@ impl NeighbourBook {
         NeighbourBook {
             retired: Retired::default(),
             capacity,
+            evict_interval,
+            last_eviction: None,
             routes,
             pinned,
             order: VecDeque::new(),
@@ -268,6 +295,12 @@ impl NeighbourBook {
             needed: FastSet::default(),
             needed_for: None,
         }
+    }
+
+    /// Whether the eviction interval has passed since room was last made.
+    fn may_evict(&self) -> bool {
+        self.last_eviction
+            .map_or(true, |t| t.elapsed() >= self.evict_interval)
     }
 
     /// Notes that `addr` was learned (or changed) now.
@@ -1362,7 +1395,13 @@ mod tests {
     fn learned_neighbours_are_merged_and_published_once() {
         let a: IpAddr = "198.18.1.2".parse().unwrap();
         let shared = Shared::new(NeighbourTable::default());
-        let mut book = NeighbourBook::with_capacity(Routes::default(), [], &[], MAX_NEIGHBOURS);
+        let mut book = NeighbourBook::with_capacity(
+            Routes::default(),
+            [],
+            &[],
+            MAX_NEIGHBOURS,
+            EVICT_INTERVAL,
+        );
         let before = shared.neighbours.load_full();
         assert_eq!(shared.merge_learned(&mut book), 0);
         assert!(Arc::ptr_eq(&before, &shared.neighbours.load_full()));
@@ -1394,7 +1433,7 @@ mod tests {
     /// Port 0 on 198.18.1.0/24, a default route via 198.18.1.1, the static neighbour
     /// 198.18.1.2, and a visible table whose one backend is 198.18.1.20 (on link, so its
     /// own next hop).
-    fn full_book_setup(capacity: usize) -> (Shared, NeighbourBook) {
+    fn full_book_setup(capacity: usize, evict_interval: Duration) -> (Shared, NeighbourBook) {
         let port = PipelinePort {
             mac: [0; 6],
             addrs: vec![("198.18.1.254".parse().unwrap(), 24)],
@@ -1412,7 +1451,8 @@ mod tests {
         shared
             .visible
             .store(Arc::new(table_with(1, &["198.18.1.20"])));
-        let book = NeighbourBook::with_capacity(routes, [fixed], &statics, capacity);
+        let book =
+            NeighbourBook::with_capacity(routes, [fixed], &statics, capacity, evict_interval);
         (shared, book)
     }
 
@@ -1442,7 +1482,7 @@ mod tests {
 
     #[test]
     fn a_full_neighbour_table_forgets_the_oldest_entry_nothing_needs() {
-        let (shared, mut book) = full_book_setup(5);
+        let (shared, mut book) = full_book_setup(5, Duration::ZERO);
         // The gateway, the backend, then two clients: full (with the static one).
         assert_eq!(learn(&shared, &mut book, &[1, 20, 31, 32]), 4);
         assert_eq!(known(&shared), [1, 2, 20, 31, 32]);
@@ -1479,7 +1519,7 @@ mod tests {
 
     #[test]
     fn a_table_full_of_needed_neighbours_ignores_new_ones() {
-        let (shared, mut book) = full_book_setup(3);
+        let (shared, mut book) = full_book_setup(3, Duration::ZERO);
         assert_eq!(learn(&shared, &mut book, &[1, 20]), 2);
         let full = shared.neighbours.load_full();
         // Static, gateway and backend: nothing can go; the client is ignored, and no
@@ -1490,10 +1530,29 @@ mod tests {
         assert_eq!(shared.neighbours_ignored.load(Ordering::Relaxed), 2);
         assert_eq!(shared.neighbours_evicted.load(Ordering::Relaxed), 0);
         // With room for one more, the first of two new ones gets it.
-        let (shared, mut book) = full_book_setup(4);
+        let (shared, mut book) = full_book_setup(4, Duration::ZERO);
         assert_eq!(learn(&shared, &mut book, &[1, 20]), 2);
         assert_eq!(learn(&shared, &mut book, &[40, 41]), 1);
         assert_eq!(known(&shared), [1, 2, 20, 40]);
         assert_eq!(shared.neighbours_ignored.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_full_table_makes_room_at_most_once_per_interval() {
+        let (shared, mut book) = full_book_setup(4, Duration::from_secs(3600));
+        assert_eq!(learn(&shared, &mut book, &[1, 20, 31]), 3);
+        assert_eq!(learn(&shared, &mut book, &[32]), 1, "the first eviction");
+        assert_eq!(known(&shared), [1, 2, 20, 32]);
+        let full = shared.neighbours.load_full();
+        // Within the interval a full table does not change: what was learned waits in
+        // the queue, a MAC change included.
+        shared
+            .learned
+            .push(("198.18.1.32".parse().unwrap(), [9; 6]))
+            .unwrap();
+        assert_eq!(learn(&shared, &mut book, &[33]), 0);
+        assert!(Arc::ptr_eq(&full, &shared.neighbours.load_full()));
+        assert_eq!(shared.learned.len(), 2, "kept for later");
+        assert_eq!(shared.neighbours_evicted.load(Ordering::Relaxed), 1);
     }
 }
