@@ -6,7 +6,8 @@
 #     table", checked by the interpreter as well as by the values readers see (under
 #     Miri it publishes 12 tables instead of 10,000);
 #   - src/appliance.rs: replaced tables and neighbour snapshots kept until no worker
-#     holds them, then freed on the control thread (`Retired`, the gate).
+#     holds them, then freed on the control thread (`Retired`, the gate), and the
+#     neighbour merges that forget entries to make room (`NeighbourBook`).
 # A few minutes on a 2-core VM, which is why scripts/test.sh does not run it. (The gate's
 # timing test is left out: Miri is slow enough for its 200 ms limit to pass mid-test.)
 #
