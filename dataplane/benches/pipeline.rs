@@ -153,7 +153,22 @@ fn burst_step(
     expect: u16,
 ) -> u64 {
     pool.copy_burst(n, burst);
-    // As the runtime does: the look-ahead only when the worker wants it.
+    process_burst(worker, ctx, burst, rx, now, prefetch, expect)
+}
+
+/// Processes the frames in `burst` as the runtime does: `begin_burst`, the look-ahead
+/// across the burst when asked and the worker wants it, then each frame; returns how
+/// many verdicts were not `Forward(expect)`.
+#[inline]
+fn process_burst(
+    worker: &mut Worker,
+    ctx: &Context,
+    burst: &mut Burst,
+    rx: u16,
+    now: u64,
+    prefetch: bool,
+    expect: u16,
+) -> u64 {
     worker.begin_burst();
     if prefetch && worker.wants_lookahead() {
         for (f, &len) in burst.frames.iter().zip(&burst.lens) {
@@ -375,17 +390,7 @@ fn per_packet(c: &mut Criterion) {
                         let first = (n * BURST) % fresh.len();
                         fresh.copy_burst(n, &mut burst);
                         freshen(&mut burst, first, (n * BURST / fresh.len()) as u64 + 1);
-                        worker.begin_burst();
-                        if worker.wants_lookahead() {
-                            for (f, &len) in burst.frames.iter().zip(&burst.lens) {
-                                worker.prefetch(&f[..len], &ctx);
-                            }
-                        }
-                        for (f, len) in burst.frames.iter_mut().zip(burst.lens.iter_mut()) {
-                            if worker.process(f, len, 0, now, &ctx) != Verdict::Forward(1) {
-                                bad += 1;
-                            }
-                        }
+                        bad += process_burst(&mut worker, &ctx, &mut burst, 0, now, true, 1);
                         n += 1;
                         since_purge += BURST as u64;
                     }
