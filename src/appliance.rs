@@ -38,10 +38,10 @@ use std::path::Path;
 /// learned neighbour that nothing needs is forgotten to make room (see
 /// [`NeighbourBook`]); when every one is needed, the new one is ignored (and counted).
 pub const MAX_NEIGHBOURS: usize = 65_536;
-/// Least time between two merges that forget neighbours to make room: each published
-/// snapshot sends every flow's next packet through the full pipeline once (the fast
-/// path's next hop is cached per snapshot), so a flood of new senders must not make the
-/// table change every merge once it is full.
+/// Least time between two merges that forget neighbours to make room: a snapshot that
+/// forgets or changes an entry sends every flow's next packet through the full pipeline
+/// once (the fast path's next hop is cached per snapshot version, which additions keep),
+/// so a flood of new senders must not make the table forget every merge once it is full.
 pub const EVICT_INTERVAL: Duration = Duration::from_secs(1);
 /// Capacity of the queue from workers to the control thread.
 pub const LEARNED_QUEUE: usize = 4096;

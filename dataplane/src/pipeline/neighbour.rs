@@ -12,8 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::hash::FastMap;
 use crate::pipeline::config::MacAddr;
 
-/// An immutable map from next-hop address to MAC, with a version no other snapshot in
-/// the process has: what a flow's cached next hop is checked against.
+/// An immutable map from next-hop address to MAC, with a version: what a flow's cached
+/// next hop is checked against.
+///
+/// Two snapshots share a version only when one was derived from the other by adding
+/// entries ([`NeighbourTable::with_changes`]): every address resolves the same in both or
+/// not at all in the older, so a next hop cached under either is right under both. A
+/// changed MAC or a forgotten entry takes a new version, which sends every flow's next
+/// packet through the full pipeline once. Learning new neighbours (each new on-link
+/// client) therefore leaves the fast path's caches alone.
 #[derive(Debug)]
 pub struct NeighbourTable {
     entries: FastMap<IpAddr, MacAddr>,
@@ -60,7 +67,8 @@ impl NeighbourTable {
         }
     }
 
-    /// This snapshot's version: unique in the process, never 0.
+    /// This snapshot's version, never 0: shared only with the snapshots it was derived
+    /// from or that were derived from it by additions alone.
     #[inline]
     pub fn version(&self) -> u64 {
         self.version
@@ -76,20 +84,29 @@ impl NeighbourTable {
         self.with_changes(learned, &[])
     }
 
-    /// A copy without the entries of `forgotten`, then with `learned` merged in.
+    /// A copy without the entries of `forgotten`, then with `learned` merged in. It keeps
+    /// this snapshot's version when it only adds entries (an entry learned again with the
+    /// same MAC adds nothing), and takes a new one when an entry goes or changes its MAC.
     pub fn with_changes(
         &self,
         learned: impl IntoIterator<Item = (IpAddr, MacAddr)>,
         forgotten: &[IpAddr],
     ) -> Self {
         let mut entries = self.entries.clone();
+        let mut changed = false;
         for a in forgotten {
-            entries.remove(a);
+            changed |= entries.remove(a).is_some();
         }
-        entries.extend(learned);
+        for (a, mac) in learned {
+            changed |= entries.insert(a, mac).is_some_and(|old| old != mac);
+        }
         NeighbourTable {
             entries,
-            version: next_version(),
+            version: if changed {
+                next_version()
+            } else {
+                self.version
+            },
         }
     }
 
@@ -211,5 +228,34 @@ mod tests {
         let changed = merged.with_changes([(b, [4; 6])], &[a]);
         assert_eq!((changed.get(a), changed.get(b)), (None, Some([4; 6])));
         assert_ne!(changed.version(), merged.version());
+    }
+
+    /// A snapshot keeps its predecessor's version while it only adds entries, and takes a
+    /// new one when an entry changes its MAC or is forgotten.
+    #[test]
+    fn only_changed_or_forgotten_entries_take_a_new_version() {
+        let (a, b, c) = (
+            IpAddr::from([198, 18, 1, 1]),
+            IpAddr::from([198, 18, 1, 2]),
+            IpAddr::from([198, 18, 1, 3]),
+        );
+        let first = NeighbourTable::new([(a, [1; 6])]);
+        assert_ne!(first.version(), 0);
+        assert_ne!(
+            first.version(),
+            NeighbourTable::new([(a, [1; 6])]).version()
+        );
+        let added = first.with([(b, [2; 6]), (a, [1; 6])]);
+        assert_eq!(added.version(), first.version());
+        assert_eq!((added.get(a), added.get(b)), (Some([1; 6]), Some([2; 6])));
+        // Forgetting an address the table does not have changes nothing either.
+        let same = added.with_changes([(c, [3; 6])], &[IpAddr::from([198, 18, 9, 9])]);
+        assert_eq!(same.version(), first.version());
+        let moved = same.with([(b, [7; 6])]);
+        assert_ne!(moved.version(), same.version());
+        assert_eq!(moved.get(b), Some([7; 6]));
+        let forgot = moved.with_changes([], &[c]);
+        assert_ne!(forgot.version(), moved.version());
+        assert_eq!(forgot.get(c), None);
     }
 }

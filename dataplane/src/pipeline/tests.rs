@@ -2243,6 +2243,55 @@ fn the_fast_path_follows_a_changed_neighbour_mac() {
     assert_eq!(fast_frames(&w), 2);
 }
 
+/// A snapshot that only learns new neighbours keeps the flows' cached next hops (the
+/// fast path goes on); one that changes or forgets an entry sends each flow's next
+/// packet through the full pipeline, which finds the new MAC or solicits it.
+#[test]
+fn the_fast_path_outlives_snapshots_that_only_add_neighbours() {
+    const OTHER: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];
+    let t = table();
+    let mut w = Worker::new(WorkerConfig {
+        assume_resolved: None,
+        ..config(0, 1)
+    });
+    let n1 = NeighbourTable::new([(ip(BE1), HOP.0), (ip(CLIENT), CLIENT_MAC.0)]);
+    let s = syn(from_client(), CLIENT, VIP, 40001, 80).build();
+    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40001, 80).build();
+    let want = |mac: MacAddr| {
+        PacketBuilder::new()
+            .eth(MAC1, EthernetAddress(mac))
+            .ip(ip(CLIENT), ip(BE1))
+            .ttl(63)
+            .tcp(40001, 8080)
+            .build()
+    };
+    run(&mut w, &t, &n1, &s, 0, 1);
+    assert_eq!(run(&mut w, &t, &n1, &ack, 0, 2).1, want(HOP.0));
+    assert_eq!(fast_frames(&w), 1);
+    // New clients learned: same version, the cached next hop still serves.
+    let n2 = n1.with((1..=50u8).map(|i| (IpAddr::from([198, 18, 7, i]), [i; 6])));
+    assert_eq!(n2.version(), n1.version());
+    assert_eq!(run(&mut w, &t, &n2, &ack, 0, 3).1, want(HOP.0));
+    assert_eq!(fast_frames(&w), 2);
+    // The backend's MAC changed: the full pipeline takes the packet and re-caches.
+    let n3 = n2.with([(ip(BE1), OTHER)]);
+    assert_eq!(run(&mut w, &t, &n3, &ack, 0, 4).1, want(OTHER));
+    assert_eq!(fast_frames(&w), 2);
+    assert_eq!(run(&mut w, &t, &n3, &ack, 0, 5).1, want(OTHER));
+    assert_eq!(fast_frames(&w), 3);
+    // The backend's entry forgotten: the packet is not sent to the old MAC; it becomes a
+    // request for the backend's.
+    let n4 = n3.with_changes([], &[ip(BE1)]);
+    let request = PacketBuilder::new()
+        .arp_request(MAC1, v4("10.0.0.254"), v4(BE1))
+        .build();
+    assert_eq!(
+        run(&mut w, &t, &n4, &ack, 0, 6),
+        (Verdict::Forward(1), request)
+    );
+    assert_eq!(fast_frames(&w), 3);
+}
+
 /// TCP flags a fast-path property case may put on a packet.
 const FLAG_CHOICES: [WireTcpFlags; 8] = [
     WireTcpFlags::ACK,

@@ -11,7 +11,8 @@
 //! - TCP without SYN (a SYN may open a new connection or retry a backend) or UDP, with a
 //!   well-formed header,
 //! - of a tracked flow whose cache is valid (the flow was checked against this table
-//!   generation, and the next hop was resolved under this neighbour snapshot),
+//!   generation, and the next hop was resolved under this neighbour snapshot's version,
+//!   which snapshots that only add neighbours keep),
 //!
 //! is rewritten here with one conntrack lookup and no other: addresses, port, TTL and
 //! both checksums in a single fold each, MACs from the cache. The flow counts the packet
