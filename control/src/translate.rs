@@ -2524,6 +2524,9 @@ mod tests {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod translator_tests {
     use super::*;
     use k8s_openapi::api::core::v1::ServiceSpec as K8sServiceSpec;
@@ -2572,7 +2575,7 @@ mod translator_tests {
     /// Everything a translation says, independent of allocation: status, warnings, each
     /// service's spec, and each frontend with the name of the service it leads to.
     #[allow(clippy::type_complexity)] // A test's flattened view of a table.
-    fn contents(
+    pub(super) fn contents(
         t: &Translation,
     ) -> (
         Vec<ServiceStatus>,
@@ -2600,7 +2603,7 @@ mod translator_tests {
     }
 
     /// Runs the translator from `previous` and checks it says what `translate` says.
-    fn step(
+    pub(super) fn step(
         tr: &mut Translator,
         services: &[Arc<Service>],
         slices: &[Arc<EndpointSlice>],
