@@ -1,5 +1,6 @@
-//! Manifests end to end: a kubectl-style YAML fixture translated, a YAML round trip, and
-//! the manifest source under `run` reloading, surviving a broken file and recovering.
+//! Manifests end to end: a kubectl-style YAML fixture translated, a YAML round trip, the
+//! fixture damaged at random (parsed or refused, never a panic), and the manifest source
+//! under `run` reloading, surviving a broken file and recovering.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -140,12 +141,7 @@ fn load_manifests_fails_on_a_broken_file() {
     )
     .unwrap();
     let e = load_manifests(&[dir.path().to_owned()], &settings()).unwrap_err();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
+    let msg = full_message(&e);
     assert!(msg.contains("bad.yaml"), "{msg}");
 }
 
@@ -237,4 +233,79 @@ async fn run_reloads_manifests_and_keeps_the_last_good_table() {
 
     let _ = stop_tx.send(());
     control.await.unwrap().unwrap();
+}
+
+/// The message of an error and of every error under it.
+fn full_message(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+/// One damage done to a manifest's text: (what, where, how long, which character).
+type Damage = (u8, usize, usize, u8);
+
+/// Characters that mean something in YAML, and a few that do not.
+const YAML_CHARS: &[u8] = b":-? \n\t[]{},\"'&*!#|>%@`0a.";
+
+fn damaged(text: &str, damage: &[Damage]) -> String {
+    let mut b = text.as_bytes().to_vec();
+    for &(what, at, len, c) in damage {
+        let at = at % (b.len() + 1);
+        let end = (at + len).min(b.len());
+        let c = YAML_CHARS[usize::from(c) % YAML_CHARS.len()];
+        match what % 4 {
+            0 => {
+                b.drain(at..end);
+            }
+            1 => b.insert(at, c),
+            2 => {
+                let copy = b[at..end].to_vec();
+                b.splice(at..at, copy);
+            }
+            _ => b.truncate(at),
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// A damaged manifest (characters deleted, inserted or repeated, the file cut short)
+    /// never panics: it parses, and its objects translate, or it fails with an error
+    /// naming the file.
+    #[test]
+    fn a_damaged_manifest_parses_or_names_the_file(
+        damage in proptest::collection::vec(
+            (proptest::prelude::any::<u8>(), proptest::prelude::any::<usize>(),
+             0usize..40, proptest::prelude::any::<u8>()),
+            1..6),
+    ) {
+        let text = damaged(&std::fs::read_to_string(fixture()).unwrap(), &damage);
+        let path = std::path::Path::new("cluster-damaged.yaml");
+        match manifests::parse(&text, path) {
+            Ok(objects) => {
+                let t = kubypass_control::translate::translate(
+                    &objects.services, &objects.slices, &settings(), None);
+                // Only addresses written in the text, and the node's, are captured.
+                let mut written: std::collections::HashSet<std::net::IpAddr> = text
+                    .split(|c: char| !(c.is_ascii_hexdigit() || c == ':' || c == '.'))
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                written.extend(settings().node_addresses);
+                for f in t.table.frontends() {
+                    proptest::prop_assert!(written.contains(&f.key.addr), "{:?} captured", f.key);
+                }
+            }
+            Err(e) => {
+                let msg = full_message(&e);
+                proptest::prop_assert!(msg.contains("cluster-damaged.yaml"), "{}", msg);
+            }
+        }
+    }
 }
