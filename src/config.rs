@@ -282,6 +282,8 @@ pub struct ServicesConfig {
     pub node_addresses: Vec<IpAddr>,
     /// This node's name (endpoints with this `nodeName` are local for `Local` policies).
     pub node_name: Option<String>,
+    /// This node's zone (`topology.kubernetes.io/zone`): endpoints the EndpointSlice
+    /// controller hints for it are preferred, as kube-proxy prefers them.
     pub zone: Option<String>,
     /// Our `service.kubernetes.io/service-proxy-name`; Services naming another proxy are
     /// left alone.

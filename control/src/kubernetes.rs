@@ -237,14 +237,14 @@ pub fn trim_service(s: &mut Service) {
 }
 
 /// Drops what translation never reads from an EndpointSlice: most of all the per-endpoint
-/// target references, hostnames and hints that dominate its size.
+/// target references and hostnames that dominate its size. Zone hints stay: they decide
+/// topology-aware routing.
 pub fn trim_slice(s: &mut EndpointSlice) {
     keep_labels(&mut s.metadata, &[LABEL_SERVICE_NAME, LABEL_HEADLESS]);
     for ep in &mut s.endpoints {
         ep.target_ref = None;
         ep.hostname = None;
         ep.deprecated_topology = None;
-        ep.hints = None;
         ep.addresses.truncate(1);
     }
 }

@@ -29,6 +29,12 @@
 //!   endpoints whose `nodeName` is this node; a service port with usable endpoints but
 //!   none here drops, one with no usable endpoint at all rejects.
 //! - `loadBalancerSourceRanges` restrict the load balancer frontends.
+//! - Topology-aware routing (`trafficDistribution: PreferClose`, `topology-mode: Auto`,
+//!   as the EndpointSlice controller expresses them in hints): when every ready endpoint
+//!   of a Service port has zone hints and at least one is hinted for this node's zone,
+//!   new flows through the cluster (not the `Local`) frontends use only the ready
+//!   endpoints hinted for it; otherwise hints are ignored. Node hints (`forNodes`) are
+//!   not read: the API version the bindings are built for (v1.30) does not have them.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -64,7 +70,9 @@ pub struct ProxySettings {
     pub node_addresses: Vec<IpAddr>,
     /// This node's name: endpoints with this `nodeName` are local for `Local` policies.
     pub node_name: Option<String>,
-    /// This node's zone (kept for topology-aware routing; not used by the rules yet).
+    /// This node's zone (`topology.kubernetes.io/zone`), for topology-aware routing:
+    /// endpoints hinted for it (`hints.forZones`) are preferred as kube-proxy prefers
+    /// them. Unset: hints never match (as on a node without the label).
     pub zone: Option<String>,
     /// Our `service.kubernetes.io/service-proxy-name`: Services labelled with it are ours,
     /// as are unlabelled ones; Services labelled with any other name are not.
@@ -1222,9 +1230,10 @@ impl ServiceContext<'_> {
         port_name: &str,
         protocol: L4Protocol,
     ) -> PortEndpoints {
-        // (backend, local) in slice order; sorted by (address, port) below, where a ready
-        // copy of a duplicate wins over the first one seen.
-        let mut found: Vec<(Backend, bool)> = Vec::new();
+        // (backend, local, zone hint) in slice order; sorted by (address, port) below,
+        // where a ready copy of a duplicate wins over the first one seen.
+        let zone = self.settings.zone.as_deref().unwrap_or("");
+        let mut found: Vec<(Backend, bool, ZoneHint)> = Vec::new();
         for slice in slices {
             let slice: &EndpointSlice = slice.borrow();
             if slice.address_type != family.address_type() {
@@ -1246,12 +1255,12 @@ impl ServiceContext<'_> {
                 };
                 let local = self.settings.node_name.is_some()
                     && ep.node_name.as_deref() == self.settings.node_name.as_deref();
-                found.push((backend, local));
+                found.push((backend, local, ZoneHint::of(ep, zone)));
             }
         }
         // Stable: among duplicates the first seen comes first; then one copy of each is
         // kept, the first ready one if any is ready, else the first.
-        found.sort_by_key(|(b, _)| (b.addr, b.port));
+        found.sort_by_key(|(b, _, _)| (b.addr, b.port));
         found.dedup_by(|later, kept| {
             let same = later.0.addr == kept.0.addr && later.0.port == kept.0.port;
             if same && later.0.conditions.ready && !kept.0.conditions.ready {
@@ -1259,8 +1268,40 @@ impl ServiceContext<'_> {
             }
             same
         });
-        let all = found.iter().map(|(b, _)| *b).collect();
-        let local = found.iter().filter(|(_, l)| *l).map(|(b, _)| *b).collect();
+        // Topology-aware routing (kube-proxy's same-zone mode): when every ready endpoint
+        // has zone hints and one is hinted for this node's zone, the cluster pool's new
+        // flows use only the ready endpoints hinted for it. The others stay listed, so
+        // their tracked flows go on, but are not usable. Local pools ignore hints.
+        let mut ready = found
+            .iter()
+            .filter(|(b, _, _)| b.conditions.ready)
+            .peekable();
+        let same_zone = ready.peek().is_some() && {
+            let (mut all_hinted, mut ours) = (true, false);
+            for (_, _, hint) in ready {
+                all_hinted &= *hint != ZoneHint::None;
+                ours |= *hint == ZoneHint::Ours;
+            }
+            all_hinted && ours
+        };
+        let all = found
+            .iter()
+            .map(|&(b, _, hint)| {
+                if same_zone && b.conditions.ready && hint != ZoneHint::Ours {
+                    Backend {
+                        conditions: OTHER_ZONE,
+                        ..b
+                    }
+                } else {
+                    b
+                }
+            })
+            .collect();
+        let local = found
+            .iter()
+            .filter(|(_, l, _)| *l)
+            .map(|(b, _, _)| *b)
+            .collect();
         PortEndpoints { all, local }
     }
 
@@ -1314,6 +1355,36 @@ impl ServiceContext<'_> {
         }
     }
 }
+
+/// What an endpoint's `hints.forZones` say about this node's zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ZoneHint {
+    /// No zone hints.
+    None,
+    /// Hinted for this node's zone (among others, perhaps).
+    Ours,
+    /// Hinted for other zones only.
+    Other,
+}
+
+impl ZoneHint {
+    fn of(ep: &Endpoint, zone: &str) -> ZoneHint {
+        let zones = ep.hints.as_ref().and_then(|h| h.for_zones.as_deref());
+        match zones {
+            None | Some([]) => ZoneHint::None,
+            Some(z) if z.iter().any(|f| f.name == zone) => ZoneHint::Ours,
+            Some(_) => ZoneHint::Other,
+        }
+    }
+}
+
+/// The conditions a ready endpoint of another zone is listed with when topology-aware
+/// routing applies: known to the table (its tracked flows continue), never picked.
+const OTHER_ZONE: Conditions = Conditions {
+    ready: false,
+    serving: false,
+    terminating: false,
+};
 
 /// How many of `backends` (already de-duplicated) new flows may use: the ready ones, or
 /// when none is ready the serving and terminating ones (the table's rule).
@@ -1392,7 +1463,9 @@ mod tests {
         ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, ServiceSpec as K8sServiceSpec,
         ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
     };
-    use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
+    use k8s_openapi::api::discovery::v1::{
+        EndpointConditions, EndpointHints, EndpointPort, ForZone,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::SocketAddr;
 
@@ -2236,6 +2309,184 @@ mod tests {
                 ..Default::default()
             },
         ]);
+    }
+
+    /// An endpoint on `node` hinted for `zones` (none: no hints).
+    fn ep_zoned(addr: &str, node: &str, zones: &[&str]) -> Endpoint {
+        Endpoint {
+            hints: (!zones.is_empty()).then(|| EndpointHints {
+                for_zones: Some(
+                    zones
+                        .iter()
+                        .map(|z| ForZone {
+                            name: z.to_string(),
+                        })
+                        .collect(),
+                ),
+            }),
+            ..ep_on(addr, node)
+        }
+    }
+
+    #[test]
+    fn topology_aware_routing() {
+        let zoned = ProxySettings {
+            zone: Some("zone-a".into()),
+            ..settings()
+        };
+        let s = with(svc("web", "198.18.0.10"), |s| {
+            s.type_ = Some("NodePort".into());
+            s.external_traffic_policy = Some("Local".into());
+            s.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        });
+        let eps = |list| vec![slice("web-1", "web", "IPv4", &[("http", 8080)], list)];
+        let cluster = |backends: Vec<&'static str>| {
+            vec![("198.18.0.10:80/TCP", Some((ClusterIp, backends, Reject)))]
+        };
+        let all = vec!["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"];
+        let hinted = || {
+            eps(vec![
+                ep_zoned("10.0.0.1", "node-b", &["zone-a"]),
+                ep_zoned("10.0.0.2", "node-c", &["zone-b"]),
+                ep_zoned("10.0.0.3", "node-a", &["zone-b", "zone-c"]),
+            ])
+        };
+        check(vec![
+            Case {
+                rule: "every ready endpoint hinted, one for our zone: only those",
+                services: vec![s.clone()],
+                slices: hinted(),
+                settings: zoned.clone(),
+                frontends: vec![
+                    (
+                        "198.18.0.10:80/TCP",
+                        Some((ClusterIp, vec!["10.0.0.1:8080"], Reject)),
+                    ),
+                    // The Local pool ignores hints: this node's endpoint, another zone's.
+                    (
+                        "198.18.1.1:30080/TCP",
+                        Some((NodePort, vec!["10.0.0.3:8080"], Drop)),
+                    ),
+                ],
+                ..Default::default()
+            },
+            Case {
+                rule: "hints naming two zones count for each",
+                services: vec![s.clone()],
+                slices: hinted(),
+                settings: ProxySettings {
+                    zone: Some("zone-b".into()),
+                    ..settings()
+                },
+                frontends: cluster(vec!["10.0.0.2:8080", "10.0.0.3:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "no endpoint hinted for our zone: hints ignored",
+                services: vec![s.clone()],
+                slices: hinted(),
+                settings: ProxySettings {
+                    zone: Some("zone-z".into()),
+                    ..settings()
+                },
+                frontends: cluster(all.clone()),
+                ..Default::default()
+            },
+            Case {
+                rule: "zone not configured: hints ignored",
+                services: vec![s.clone()],
+                slices: hinted(),
+                frontends: cluster(all.clone()),
+                ..Default::default()
+            },
+            Case {
+                rule: "a ready endpoint without hints: hints ignored",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    ep_zoned("10.0.0.1", "node-b", &["zone-a"]),
+                    ep_zoned("10.0.0.2", "node-c", &["zone-b"]),
+                    ep_zoned("10.0.0.3", "node-a", &[]),
+                ]),
+                settings: zoned.clone(),
+                frontends: cluster(all),
+                ..Default::default()
+            },
+            Case {
+                rule: "an unhinted endpoint that is not ready does not count",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    ep_zoned("10.0.0.1", "node-b", &["zone-a"]),
+                    ep_zoned("10.0.0.2", "node-c", &["zone-b"]),
+                    ep_cond("10.0.0.4", Some(false), Some(false), Some(false)),
+                ]),
+                settings: zoned.clone(),
+                frontends: cluster(vec!["10.0.0.1:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "our zone's endpoint not ready: hints ignored",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    Endpoint {
+                        conditions: Some(EndpointConditions {
+                            ready: Some(false),
+                            serving: Some(true),
+                            terminating: Some(true),
+                        }),
+                        ..ep_zoned("10.0.0.1", "node-b", &["zone-a"])
+                    },
+                    ep_zoned("10.0.0.2", "node-c", &["zone-b"]),
+                ]),
+                settings: zoned.clone(),
+                frontends: cluster(vec!["10.0.0.2:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "no ready endpoint: serving and terminating ones, hints ignored",
+                services: vec![s],
+                slices: eps(vec![
+                    ep_cond("10.0.0.1", Some(false), Some(true), Some(true)),
+                    Endpoint {
+                        conditions: Some(EndpointConditions {
+                            ready: Some(false),
+                            serving: Some(true),
+                            terminating: Some(true),
+                        }),
+                        ..ep_zoned("10.0.0.2", "node-c", &["zone-b"])
+                    },
+                ]),
+                settings: zoned,
+                frontends: cluster(vec!["10.0.0.1:8080", "10.0.0.2:8080"]),
+                ..Default::default()
+            },
+        ]);
+    }
+
+    /// Endpoints of another zone stay listed while topology keeps new flows off them, so
+    /// their tracked flows are not forgotten.
+    #[test]
+    fn endpoints_of_another_zone_stay_listed() {
+        let settings = ProxySettings {
+            zone: Some("zone-a".into()),
+            ..settings()
+        };
+        let slices = vec![slice(
+            "web-1",
+            "web",
+            "IPv4",
+            &[("http", 8080)],
+            vec![
+                ep_zoned("10.0.0.1", "node-b", &["zone-a"]),
+                ep_zoned("10.0.0.2", "node-c", &["zone-b"]),
+            ],
+        )];
+        let t = translate(&[svc("web", "198.18.0.10")], &slices, &settings, None);
+        let f = t.table.frontend(&key("198.18.0.10:80/TCP")).unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(t.table.has_backend(f.service, other, 8080));
+        let svc = t.table.service(f.service).unwrap();
+        assert_eq!(svc.usable_backends().len(), 1);
+        assert_eq!(svc.spec().backends.len(), 2);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, ServiceSpec as K8sServiceSpec,
     ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
 };
-use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointHints, EndpointPort, ForZone};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -70,6 +70,11 @@ const FAMILIES: ([&str; 3], [&str; 1]) = (["IPv4", "IPv4", "IPv6"], ["FQDN"]);
 const SOURCE_RANGES: ([&str; 2], [&str; 1]) = (["198.18.0.0/15", "2001:db8::/32"], ["bogus/99"]);
 const NODES: ([Option<&str>; 2], [Option<&str>; 1]) = ([None, Some("node-a")], [Some("node-b")]);
 const TRISTATE: ([Option<bool>; 2], [Option<bool>; 1]) = ([None, Some(true)], [Some(false)]);
+/// Zone hints: none, this node's zone ("zone-a"), another, both; an empty list.
+const ZONES: ([&[&str]; 4], [&[&str]; 1]) = (
+    [&[], &["zone-a"], &["zone-b"], &["zone-a", "zone-b"]],
+    [&[""]],
+);
 
 /// A usual value nine times in ten, else an odd one.
 fn pick<T: Clone + fmt::Debug + 'static, const U: usize, const O: usize>(
@@ -85,6 +90,7 @@ fn settings() -> ProxySettings {
             "2001:db8:1::1".parse().unwrap(),
         ],
         node_name: Some("node-a".into()),
+        zone: Some("zone-a".into()),
         proxy_name: Some("kubypass".into()),
         ..Default::default()
     }
@@ -102,6 +108,20 @@ fn meta(ns: &str, name: &str, labels: Vec<(&str, &str)>) -> ObjectMeta {
         }),
         ..Default::default()
     }
+}
+
+/// `hints.forZones` naming `zones` (`[""]`: one unnamed zone); none for no zones.
+fn zone_hints(zones: &[&str]) -> Option<EndpointHints> {
+    (!zones.is_empty()).then(|| EndpointHints {
+        for_zones: Some(
+            zones
+                .iter()
+                .map(|z| ForZone {
+                    name: z.to_string(),
+                })
+                .collect(),
+        ),
+    })
 }
 
 fn strings(v: Vec<&str>) -> Option<Vec<String>> {
@@ -247,9 +267,10 @@ fn slice(
         proptest::collection::vec(pick(ENDPOINTS), 1..3),
         (pick(TRISTATE), pick(TRISTATE), pick(TRISTATE)),
         pick(NODES),
+        pick(ZONES),
     )
         .prop_map(
-            |(addresses, (ready, serving, terminating), node)| Endpoint {
+            |(addresses, (ready, serving, terminating), node, zones)| Endpoint {
                 addresses: addresses.into_iter().map(String::from).collect(),
                 conditions: Some(EndpointConditions {
                     ready,
@@ -257,6 +278,7 @@ fn slice(
                     terminating,
                 }),
                 node_name: node.map(String::from),
+                hints: zone_hints(zones),
                 ..Default::default()
             },
         );
@@ -314,6 +336,7 @@ enum EndpointEdit {
     Terminating(Option<bool>),
     Address(&'static str),
     Node(Option<&'static str>),
+    Zones(&'static [&'static str]),
 }
 
 fn service_edit() -> impl Strategy<Value = ServiceEdit> {
@@ -334,6 +357,7 @@ fn endpoint_edit() -> impl Strategy<Value = EndpointEdit> {
         pick(TRISTATE).prop_map(EndpointEdit::Terminating),
         pick(ENDPOINTS).prop_map(EndpointEdit::Address),
         pick(NODES).prop_map(EndpointEdit::Node),
+        pick(ZONES).prop_map(EndpointEdit::Zones),
     ]
 }
 
@@ -397,6 +421,7 @@ fn edit_endpoint(ep: &mut Endpoint, edit: EndpointEdit) {
         EndpointEdit::Terminating(t) => conditions.terminating = t,
         EndpointEdit::Address(a) => ep.addresses = vec![a.into()],
         EndpointEdit::Node(n) => ep.node_name = n.map(String::from),
+        EndpointEdit::Zones(z) => ep.hints = zone_hints(z),
     }
 }
 
