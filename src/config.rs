@@ -280,7 +280,8 @@ pub struct ServicesConfig {
     pub kubernetes: Option<KubernetesConfig>,
     /// Addresses NodePorts are captured on; empty: every port address.
     pub node_addresses: Vec<IpAddr>,
-    /// This node's name (endpoints with this `nodeName` are local for `Local` policies).
+    /// This node's name (endpoints with this `nodeName` are local for `Local` policies;
+    /// endpoints hinted for it are preferred, as kube-proxy prefers them).
     pub node_name: Option<String>,
     /// This node's zone (`topology.kubernetes.io/zone`): endpoints the EndpointSlice
     /// controller hints for it are preferred, as kube-proxy prefers them.

@@ -237,7 +237,7 @@ pub fn trim_service(s: &mut Service) {
 }
 
 /// Drops what translation never reads from an EndpointSlice: most of all the per-endpoint
-/// target references and hostnames that dominate its size. Zone hints stay: they decide
+/// target references and hostnames that dominate its size. Hints stay: they decide
 /// topology-aware routing.
 pub fn trim_slice(s: &mut EndpointSlice) {
     keep_labels(&mut s.metadata, &[LABEL_SERVICE_NAME, LABEL_HEADLESS]);

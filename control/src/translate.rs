@@ -29,12 +29,11 @@
 //!   endpoints whose `nodeName` is this node; a service port with usable endpoints but
 //!   none here drops, one with no usable endpoint at all rejects.
 //! - `loadBalancerSourceRanges` restrict the load balancer frontends.
-//! - Topology-aware routing (`trafficDistribution: PreferClose`, `topology-mode: Auto`,
-//!   as the EndpointSlice controller expresses them in hints): when every ready endpoint
-//!   of a Service port has zone hints and at least one is hinted for this node's zone,
-//!   new flows through the cluster (not the `Local`) frontends use only the ready
-//!   endpoints hinted for it; otherwise hints are ignored. Node hints (`forNodes`) are
-//!   not read: the API version the bindings are built for (v1.30) does not have them.
+//! - Topology-aware routing (`trafficDistribution`, `topology-mode: Auto`, as the
+//!   EndpointSlice controller expresses them in hints): when every ready endpoint of a
+//!   Service port has node hints and one is hinted for this node, new flows through the
+//!   cluster (not the `Local`) frontends use only the ready endpoints hinted for it; else
+//!   the same with zone hints and this node's zone; else hints are ignored.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -68,7 +67,9 @@ pub const MAX_AFFINITY_TIMEOUT_SECS: u32 = 86_400;
 pub struct ProxySettings {
     /// Addresses node ports are captured on.
     pub node_addresses: Vec<IpAddr>,
-    /// This node's name: endpoints with this `nodeName` are local for `Local` policies.
+    /// This node's name: endpoints with this `nodeName` are local for `Local` policies,
+    /// and endpoints hinted for it (`hints.forNodes`) are preferred as kube-proxy prefers
+    /// them.
     pub node_name: Option<String>,
     /// This node's zone (`topology.kubernetes.io/zone`), for topology-aware routing:
     /// endpoints hinted for it (`hints.forZones`) are preferred as kube-proxy prefers
@@ -1232,8 +1233,9 @@ impl ServiceContext<'_> {
     ) -> PortEndpoints {
         // (backend, local, zone hint) in slice order; sorted by (address, port) below,
         // where a ready copy of a duplicate wins over the first one seen.
+        let node = self.settings.node_name.as_deref().unwrap_or("");
         let zone = self.settings.zone.as_deref().unwrap_or("");
-        let mut found: Vec<(Backend, bool, ZoneHint)> = Vec::new();
+        let mut found: Vec<(Backend, bool, Hints)> = Vec::new();
         for slice in slices {
             let slice: &EndpointSlice = slice.borrow();
             if slice.address_type != family.address_type() {
@@ -1255,7 +1257,7 @@ impl ServiceContext<'_> {
                 };
                 let local = self.settings.node_name.is_some()
                     && ep.node_name.as_deref() == self.settings.node_name.as_deref();
-                found.push((backend, local, ZoneHint::of(ep, zone)));
+                found.push((backend, local, Hints::of(ep, node, zone)));
             }
         }
         // Stable: among duplicates the first seen comes first; then one copy of each is
@@ -1268,33 +1270,32 @@ impl ServiceContext<'_> {
             }
             same
         });
-        // Topology-aware routing (kube-proxy's same-zone mode): when every ready endpoint
-        // has zone hints and one is hinted for this node's zone, the cluster pool's new
-        // flows use only the ready endpoints hinted for it. The others stay listed, so
-        // their tracked flows go on, but are not usable. Local pools ignore hints.
-        let mut ready = found
-            .iter()
-            .filter(|(b, _, _)| b.conditions.ready)
-            .peekable();
-        let same_zone = ready.peek().is_some() && {
-            let (mut all_hinted, mut ours) = (true, false);
-            for (_, _, hint) in ready {
-                all_hinted &= *hint != ZoneHint::None;
-                ours |= *hint == ZoneHint::Ours;
+        // Topology-aware routing, as kube-proxy decides it from the hints alone: when every
+        // ready endpoint has node hints and one is hinted for this node, the cluster
+        // pool's new flows use only the ready endpoints hinted for it; else likewise with
+        // zone hints and this node's zone; else hints are ignored. The endpoints left out
+        // stay listed, so their tracked flows go on, but are not usable. Local pools
+        // ignore hints.
+        let prefers = |kind: fn(&Hints) -> Hint| {
+            let (mut any, mut all_hinted, mut ours) = (false, true, false);
+            for (_, _, hints) in found.iter().filter(|(b, _, _)| b.conditions.ready) {
+                any = true;
+                all_hinted &= kind(hints) != Hint::None;
+                ours |= kind(hints) == Hint::Ours;
             }
-            all_hinted && ours
+            any && all_hinted && ours
         };
+        let by_node: fn(&Hints) -> Hint = |h| h.node;
+        let by_zone: fn(&Hints) -> Hint = |h| h.zone;
+        let topology = [by_node, by_zone].into_iter().find(|&kind| prefers(kind));
         let all = found
             .iter()
-            .map(|&(b, _, hint)| {
-                if same_zone && b.conditions.ready && hint != ZoneHint::Ours {
-                    Backend {
-                        conditions: OTHER_ZONE,
-                        ..b
-                    }
-                } else {
-                    b
-                }
+            .map(|&(b, _, hints)| match topology {
+                Some(kind) if b.conditions.ready && kind(&hints) != Hint::Ours => Backend {
+                    conditions: ELSEWHERE,
+                    ..b
+                },
+                _ => b,
             })
             .collect();
         let local = found
@@ -1356,31 +1357,49 @@ impl ServiceContext<'_> {
     }
 }
 
-/// What an endpoint's `hints.forZones` say about this node's zone.
+/// What one kind of an endpoint's hints (`forNodes` or `forZones`) says of this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ZoneHint {
-    /// No zone hints.
+enum Hint {
+    /// No hints of the kind.
     None,
-    /// Hinted for this node's zone (among others, perhaps).
+    /// Hinted for this node (or its zone), among others perhaps.
     Ours,
-    /// Hinted for other zones only.
+    /// Hinted for others only.
     Other,
 }
 
-impl ZoneHint {
-    fn of(ep: &Endpoint, zone: &str) -> ZoneHint {
-        let zones = ep.hints.as_ref().and_then(|h| h.for_zones.as_deref());
-        match zones {
-            None | Some([]) => ZoneHint::None,
-            Some(z) if z.iter().any(|f| f.name == zone) => ZoneHint::Ours,
-            Some(_) => ZoneHint::Other,
+impl Hint {
+    fn of<'a>(mut names: impl Iterator<Item = &'a str>, ours: &str) -> Hint {
+        match names.next() {
+            None => Hint::None,
+            Some(first) if first == ours || names.any(|n| n == ours) => Hint::Ours,
+            Some(_) => Hint::Other,
         }
     }
 }
 
-/// The conditions a ready endpoint of another zone is listed with when topology-aware
-/// routing applies: known to the table (its tracked flows continue), never picked.
-const OTHER_ZONE: Conditions = Conditions {
+/// An endpoint's node and zone hints, as they concern this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hints {
+    node: Hint,
+    zone: Hint,
+}
+
+impl Hints {
+    fn of(ep: &Endpoint, node: &str, zone: &str) -> Hints {
+        let hints = ep.hints.as_ref();
+        let nodes = hints.and_then(|h| h.for_nodes.as_deref()).unwrap_or(&[]);
+        let zones = hints.and_then(|h| h.for_zones.as_deref()).unwrap_or(&[]);
+        Hints {
+            node: Hint::of(nodes.iter().map(|n| n.name.as_str()), node),
+            zone: Hint::of(zones.iter().map(|z| z.name.as_str()), zone),
+        }
+    }
+}
+
+/// The conditions a ready endpoint is listed with when topology-aware routing leaves it
+/// out: known to the table (its tracked flows continue), never picked.
+const ELSEWHERE: Conditions = Conditions {
     ready: false,
     serving: false,
     terminating: false,
@@ -1464,7 +1483,7 @@ mod tests {
         ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
     };
     use k8s_openapi::api::discovery::v1::{
-        EndpointConditions, EndpointHints, EndpointPort, ForZone,
+        EndpointConditions, EndpointHints, EndpointPort, ForNode, ForZone,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::SocketAddr;
@@ -2315,6 +2334,7 @@ mod tests {
     fn ep_zoned(addr: &str, node: &str, zones: &[&str]) -> Endpoint {
         Endpoint {
             hints: (!zones.is_empty()).then(|| EndpointHints {
+                for_nodes: None,
                 for_zones: Some(
                     zones
                         .iter()
@@ -2326,6 +2346,82 @@ mod tests {
             }),
             ..ep_on(addr, node)
         }
+    }
+
+    /// `ep` also hinted for `nodes`.
+    fn node_hinted(mut ep: Endpoint, nodes: &[&str]) -> Endpoint {
+        let hints = ep.hints.get_or_insert_with(Default::default);
+        hints.for_nodes = Some(
+            nodes
+                .iter()
+                .map(|n| ForNode {
+                    name: n.to_string(),
+                })
+                .collect(),
+        );
+        ep
+    }
+
+    #[test]
+    fn node_hints_come_before_zone_hints() {
+        let zoned = ProxySettings {
+            zone: Some("zone-a".into()),
+            ..settings()
+        };
+        let s = svc("web", "198.18.0.10");
+        let eps = |list| vec![slice("web-1", "web", "IPv4", &[("http", 8080)], list)];
+        let cluster = |backends: Vec<&'static str>| {
+            vec![("198.18.0.10:80/TCP", Some((ClusterIp, backends, Reject)))]
+        };
+        check(vec![
+            Case {
+                rule: "every ready endpoint node-hinted, one for this node: only it",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    node_hinted(ep_zoned("10.0.0.1", "node-b", &["zone-a"]), &["node-b"]),
+                    node_hinted(ep_zoned("10.0.0.2", "node-a", &["zone-b"]), &["node-a"]),
+                ]),
+                settings: zoned.clone(),
+                frontends: cluster(vec!["10.0.0.2:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "node hints, none for this node: zone hints decide",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    node_hinted(ep_zoned("10.0.0.1", "node-b", &["zone-a"]), &["node-b"]),
+                    node_hinted(ep_zoned("10.0.0.2", "node-c", &["zone-b"]), &["node-c"]),
+                ]),
+                settings: zoned.clone(),
+                frontends: cluster(vec!["10.0.0.1:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "a ready endpoint without node hints: zone hints decide",
+                services: vec![s.clone()],
+                slices: eps(vec![
+                    ep_zoned("10.0.0.1", "node-b", &["zone-a"]),
+                    node_hinted(ep_zoned("10.0.0.2", "node-a", &["zone-b"]), &["node-a"]),
+                ]),
+                settings: zoned,
+                frontends: cluster(vec!["10.0.0.1:8080"]),
+                ..Default::default()
+            },
+            Case {
+                rule: "node hints without a node name: hints ignored",
+                services: vec![s],
+                slices: eps(vec![
+                    node_hinted(ep("10.0.0.1"), &["node-b"]),
+                    node_hinted(ep("10.0.0.2"), &["node-a"]),
+                ]),
+                settings: ProxySettings {
+                    node_name: None,
+                    ..settings()
+                },
+                frontends: cluster(vec!["10.0.0.1:8080", "10.0.0.2:8080"]),
+                ..Default::default()
+            },
+        ]);
     }
 
     #[test]

@@ -477,7 +477,8 @@ fn trimming_keeps_what_translation_reads() {
         Some("198.18.0.10")
     );
     let mut json = slice("web", &["10.0.0.1"]);
-    json["endpoints"][0]["hints"] = serde_json::json!({"forZones": [{"name": "zone-a"}]});
+    json["endpoints"][0]["hints"] =
+        serde_json::json!({"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-a"}]});
     json["endpoints"][0]["targetRef"] = serde_json::json!({"kind": "Pod", "name": "web-0"});
     let mut e: k8s_openapi::api::discovery::v1::EndpointSlice =
         serde_json::from_value(json).unwrap();
@@ -485,12 +486,12 @@ fn trimming_keeps_what_translation_reads() {
     kubypass_control::kubernetes::trim_slice(&mut e);
     assert!(e.endpoints[0].target_ref.is_none());
     assert_eq!(e.endpoints[0].addresses, vec!["10.0.0.1"]);
-    // Zone hints decide topology-aware routing.
-    let zones = e.endpoints[0]
-        .hints
-        .as_ref()
-        .and_then(|h| h.for_zones.as_ref());
+    // Hints decide topology-aware routing.
+    let hints = e.endpoints[0].hints.as_ref();
+    let zones = hints.and_then(|h| h.for_zones.as_ref());
     assert_eq!(zones.map(|z| z[0].name.as_str()), Some("zone-a"));
+    let nodes = hints.and_then(|h| h.for_nodes.as_ref());
+    assert_eq!(nodes.map(|n| n[0].name.as_str()), Some("node-a"));
     assert_eq!(
         e.metadata
             .labels

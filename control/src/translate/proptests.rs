@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, ServiceSpec as K8sServiceSpec,
     ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
 };
-use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointHints, EndpointPort, ForZone};
+use k8s_openapi::api::discovery::v1::{
+    EndpointConditions, EndpointHints, EndpointPort, ForNode, ForZone,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -70,6 +72,8 @@ const FAMILIES: ([&str; 3], [&str; 1]) = (["IPv4", "IPv4", "IPv6"], ["FQDN"]);
 const SOURCE_RANGES: ([&str; 2], [&str; 1]) = (["198.18.0.0/15", "2001:db8::/32"], ["bogus/99"]);
 const NODES: ([Option<&str>; 2], [Option<&str>; 1]) = ([None, Some("node-a")], [Some("node-b")]);
 const TRISTATE: ([Option<bool>; 2], [Option<bool>; 1]) = ([None, Some(true)], [Some(false)]);
+/// Node hints: none, this node ("node-a"), another.
+const NODE_HINTS: ([&[&str]; 3], [&[&str]; 1]) = ([&[], &[], &["node-a"]], [&["node-b"]]);
 /// Zone hints: none, this node's zone ("zone-a"), another, both; an empty list.
 const ZONES: ([&[&str]; 4], [&[&str]; 1]) = (
     [&[], &["zone-a"], &["zone-b"], &["zone-a", "zone-b"]],
@@ -110,17 +114,14 @@ fn meta(ns: &str, name: &str, labels: Vec<(&str, &str)>) -> ObjectMeta {
     }
 }
 
-/// `hints.forZones` naming `zones` (`[""]`: one unnamed zone); none for no zones.
-fn zone_hints(zones: &[&str]) -> Option<EndpointHints> {
-    (!zones.is_empty()).then(|| EndpointHints {
-        for_zones: Some(
-            zones
-                .iter()
-                .map(|z| ForZone {
-                    name: z.to_string(),
-                })
-                .collect(),
-        ),
+/// Hints for `nodes` and `zones` (`[""]`: one unnamed zone); none when both are empty.
+fn hints(nodes: &[&str], zones: &[&str]) -> Option<EndpointHints> {
+    fn names(v: &[&str]) -> Option<Vec<String>> {
+        (!v.is_empty()).then(|| v.iter().map(|n| n.to_string()).collect())
+    }
+    (!(nodes.is_empty() && zones.is_empty())).then(|| EndpointHints {
+        for_nodes: names(nodes).map(|v| v.into_iter().map(|name| ForNode { name }).collect()),
+        for_zones: names(zones).map(|v| v.into_iter().map(|name| ForZone { name }).collect()),
     })
 }
 
@@ -267,10 +268,10 @@ fn slice(
         proptest::collection::vec(pick(ENDPOINTS), 1..3),
         (pick(TRISTATE), pick(TRISTATE), pick(TRISTATE)),
         pick(NODES),
-        pick(ZONES),
+        (pick(NODE_HINTS), pick(ZONES)),
     )
         .prop_map(
-            |(addresses, (ready, serving, terminating), node, zones)| Endpoint {
+            |(addresses, (ready, serving, terminating), node, (nodes, zones))| Endpoint {
                 addresses: addresses.into_iter().map(String::from).collect(),
                 conditions: Some(EndpointConditions {
                     ready,
@@ -278,7 +279,7 @@ fn slice(
                     terminating,
                 }),
                 node_name: node.map(String::from),
-                hints: zone_hints(zones),
+                hints: hints(nodes, zones),
                 ..Default::default()
             },
         );
@@ -336,7 +337,8 @@ enum EndpointEdit {
     Terminating(Option<bool>),
     Address(&'static str),
     Node(Option<&'static str>),
-    Zones(&'static [&'static str]),
+    /// Node and zone hints.
+    Hints(&'static [&'static str], &'static [&'static str]),
 }
 
 fn service_edit() -> impl Strategy<Value = ServiceEdit> {
@@ -357,7 +359,7 @@ fn endpoint_edit() -> impl Strategy<Value = EndpointEdit> {
         pick(TRISTATE).prop_map(EndpointEdit::Terminating),
         pick(ENDPOINTS).prop_map(EndpointEdit::Address),
         pick(NODES).prop_map(EndpointEdit::Node),
-        pick(ZONES).prop_map(EndpointEdit::Zones),
+        (pick(NODE_HINTS), pick(ZONES)).prop_map(|(n, z)| EndpointEdit::Hints(n, z)),
     ]
 }
 
@@ -421,7 +423,7 @@ fn edit_endpoint(ep: &mut Endpoint, edit: EndpointEdit) {
         EndpointEdit::Terminating(t) => conditions.terminating = t,
         EndpointEdit::Address(a) => ep.addresses = vec![a.into()],
         EndpointEdit::Node(n) => ep.node_name = n.map(String::from),
-        EndpointEdit::Zones(z) => ep.hints = zone_hints(z),
+        EndpointEdit::Hints(n, z) => ep.hints = hints(n, z),
     }
 }
 
