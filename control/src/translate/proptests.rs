@@ -286,7 +286,7 @@ fn slice(
     (
         pick(FAMILIES),
         prop_oneof![3 => usual_ports, 1 => any_ports],
-        proptest::collection::vec(endpoint, 0..5),
+        proptest::collection::vec(endpoint, 1..5),
         proptest::bool::weighted(0.1),
     )
         .prop_map(move |(family, ports, endpoints, headless)| {
@@ -372,7 +372,7 @@ fn change() -> impl Strategy<Value = Change> {
         }),
         3 => (svc_key.clone(), service_edit()).prop_map(|(k, e)| Change::EditService(k, e)),
         1 => svc_key.prop_map(Change::RemoveService),
-        4 => slice_key.clone().prop_flat_map(|(n, s, i)| {
+        6 => slice_key.clone().prop_flat_map(|(n, s, i)| {
             slice(NAMESPACES[n], NAMES[s], format!("{}-{i}", NAMES[s]))
                 .prop_map(move |e| Change::PutSlice((n, s, i), Box::new(e)))
         }),
@@ -521,7 +521,7 @@ proptest! {
     /// and it captures only addresses the objects name.
     #[test]
     fn the_translator_agrees_with_translating_from_scratch(
-        start in proptest::collection::vec(change(), 0..24),
+        start in proptest::collection::vec(change(), 0..40),
         // (changes this step, lists reversed?, build on: 0 the last table, 1 none,
         // 2 the one before)
         steps in proptest::collection::vec(
