@@ -15,12 +15,15 @@ use crate::pipeline::config::MacAddr;
 /// An immutable map from next-hop address to MAC, with a version: what a flow's cached
 /// next hop is checked against.
 ///
-/// Two snapshots share a version only when one was derived from the other by adding
-/// entries ([`NeighbourTable::with_changes`]): every address resolves the same in both or
-/// not at all in the older, so a next hop cached under either is right under both. A
-/// changed MAC or a forgotten entry takes a new version, which sends every flow's next
-/// packet through the full pipeline once. Learning new neighbours (each new on-link
-/// client) therefore leaves the fast path's caches alone.
+/// A snapshot derived from another by adding entries alone
+/// ([`NeighbourTable::with_changes`]) keeps its version: every address the older
+/// resolves, the newer resolves the same. A changed MAC or a forgotten entry takes a new
+/// version, which sends every flow's next packet through the full pipeline once. So along
+/// the chain the control thread publishes (each snapshot derived from the one published
+/// before), a next hop cached under one snapshot is right under any later one of the same
+/// version, and learning new neighbours (each new on-link client) leaves the fast path's
+/// caches alone. (Two snapshots derived side by side from one may share a version and
+/// disagree: only a chain is published.)
 #[derive(Debug)]
 pub struct NeighbourTable {
     entries: FastMap<IpAddr, MacAddr>,
@@ -67,8 +70,8 @@ impl NeighbourTable {
         }
     }
 
-    /// This snapshot's version, never 0: shared only with the snapshots it was derived
-    /// from or that were derived from it by additions alone.
+    /// This snapshot's version, never 0: kept by the snapshots derived from it by
+    /// additions alone, never taken by a snapshot built from scratch.
     #[inline]
     pub fn version(&self) -> u64 {
         self.version
