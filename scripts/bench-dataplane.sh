@@ -17,8 +17,9 @@
 # Run it when the machine is otherwise idle: `uptime` is printed before and after, and
 # figures taken under load are inflated by whatever else runs.
 #
-# The table. Per-packet rows divide the time of one burst (32 frames) by 32: the median
-# over criterion's samples, and the best sample (least disturbed by other work). "net"
+# The table. Per-packet rows divide the time of one iteration by the frames it processes
+# (its criterion throughput: a burst of 32, or two for `_republished`): the median over
+# criterion's samples, and the best sample (least disturbed by other work). "net"
 # subtracts the copy baseline the row's burst includes (`copy/burst` for frames of
 # established flows and for parsing, `copy/burst_fresh_tuple` for new flows).
 # `cold_pages` (micro) measures what a cold line and a cold page cost on this machine,
@@ -67,6 +68,8 @@ base = sys.argv[1]
 BURST = 32
 
 def load(group, name):
+    """(median, best) ns per iteration, scaled to one burst of BURST frames when the
+    bench declares how many frames an iteration processes."""
     d = os.path.join(base, group, name, "new")
     try:
         with open(os.path.join(d, "estimates.json")) as f:
@@ -75,8 +78,16 @@ def load(group, name):
             s = json.load(f)
     except FileNotFoundError:
         return None
+    scale = 1.0
+    try:
+        with open(os.path.join(d, "benchmark.json")) as f:
+            frames = (json.load(f).get("throughput") or {}).get("Elements")
+        if group not in ("maglev_build", "cold_pages") and frames:
+            scale = BURST / frames
+    except (FileNotFoundError, ValueError):
+        pass
     best = min(t / i for t, i in zip(s["times"], s["iters"]))
-    return est["median"]["point_estimate"], best
+    return est["median"]["point_estimate"] * scale, best * scale
 
 def names(group):
     d = os.path.join(base, group)
