@@ -47,6 +47,14 @@ struct ReplayArgs {
     /// A node address NodePorts are captured on (repeatable).
     #[arg(long = "node-ip", value_name = "IP")]
     node_ips: Vec<std::net::IpAddr>,
+    /// The node replay stands for: endpoints on it are local (Local traffic policies)
+    /// and node hints for it are followed.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// The zone replay stands for: zone hints for it are followed (topology-aware
+    /// routing).
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
     /// Simulated workers; frames are steered between them as on the appliance.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -279,6 +287,8 @@ fn run_service(
 fn replay(r: ReplayArgs) -> Result<()> {
     let mut settings = replay::settings_with_nodes(&r.node_ips);
     settings.workers = r.workers;
+    settings.node_name = r.node_name;
+    settings.zone = r.zone;
     let translation = kubypass_control::load_manifests(&r.manifests, &settings)
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
     for w in &translation.warnings {

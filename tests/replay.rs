@@ -3,7 +3,7 @@
 //! `tests/data/replay/`, and checks the output capture frame by frame (exact frames where
 //! the output is known, parsed fields where it depends on a hash). No root, no DPDK.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -582,6 +582,43 @@ fn an_unknown_port_on_a_service_address_produces_nothing() {
     assert_frames(&r, &[]);
     assert_eq!(r.count("unknown_service_port"), 2, "{}", r.stdout);
     assert_eq!(r.count("dropped"), 2, "{}", r.stdout);
+}
+
+// ------------------------------------------------------------------ node and zone
+
+const LOCAL: &str = "198.19.0.40";
+const ZONED: &str = "198.19.0.41";
+
+#[test]
+fn node_name_picks_the_local_endpoint_of_a_local_policy() {
+    let frame = syn(from_client(), CLIENT, LOCAL, 40000, 80).build();
+    for (node, backend) in [("node-a", "198.18.2.21"), ("node-b", "198.18.2.22")] {
+        let r = replay(std::slice::from_ref(&frame), &["--node-name", node]);
+        assert_frames(&r, &[(0, syn(forwarded(), CLIENT, backend, 40000, 8080))]);
+    }
+    // Standing for no node, no endpoint is local: dropped (kube-proxy's "no local
+    // endpoints"), not rejected.
+    let r = replay(&[frame], &[]);
+    assert!(r.frames.is_empty(), "{}", r.stdout);
+    assert_eq!(r.count("dropped"), 1, "{}", r.stdout);
+}
+
+#[test]
+fn zone_follows_the_endpoints_hints() {
+    let frames: Vec<_> = (0..8)
+        .map(|i| syn(from_client(), CLIENT, ZONED, 40000 + i, 80).build())
+        .collect();
+    for (zone, backend) in [("zone-a", "198.18.2.31"), ("zone-b", "198.18.2.32")] {
+        let r = replay(&frames, &["--zone", zone]);
+        assert_eq!(r.frames.len(), frames.len(), "{}", r.stdout);
+        for (_, f) in &r.frames {
+            assert_eq!(tcp_dst(f), (ip(backend), 8080), "{zone}");
+        }
+    }
+    // No zone: hints ignored, both endpoints used.
+    let r = replay(&frames, &[]);
+    let used: HashSet<_> = r.frames.iter().map(|(_, f)| tcp_dst(f)).collect();
+    assert_eq!(used.len(), 2, "{}", r.stdout);
 }
 
 // ------------------------------------------------------------------ workers
