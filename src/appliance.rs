@@ -970,17 +970,8 @@ pub fn start_control(
         })
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
+/// An error and its sources on one line (the control crate's, so every message reads alike).
+pub use kubypass_control::error_chain;
 
 /// Runs `f` every `period` until `stop` is set: the control thread's periodic jobs.
 pub async fn every(period: Duration, stop: Arc<AtomicBool>, mut f: impl FnMut()) {

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use manifests::error_chain;
 pub use publish::{PublishMetrics, Publisher, Report, TableCache, TableReader};
 pub use source::{Changes, HealthSnapshot, Objects, Source, SourceHealth};
 pub use translate::{translate, ProxySettings, Translation, Translator};

@@ -387,8 +387,8 @@ impl Source for ManifestSource {
     }
 }
 
-/// An error and its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (what logs, health and the CLI print).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

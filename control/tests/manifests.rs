@@ -8,7 +8,8 @@ use std::time::Duration;
 use kubypass_control::manifests;
 use kubypass_control::translate::{IgnoreReason, Outcome};
 use kubypass_control::{
-    load_manifests, ControlConfig, ProxySettings, Publisher, SourceConfig, SourceHealth,
+    error_chain, load_manifests, ControlConfig, ProxySettings, Publisher, SourceConfig,
+    SourceHealth,
 };
 use kubypass_dataplane::table::{FrontendKey, FrontendKind, L4Protocol, ServiceTable};
 
@@ -141,7 +142,7 @@ fn load_manifests_fails_on_a_broken_file() {
     )
     .unwrap();
     let e = load_manifests(&[dir.path().to_owned()], &settings()).unwrap_err();
-    let msg = full_message(&e);
+    let msg = error_chain(&e);
     assert!(msg.contains("bad.yaml"), "{msg}");
 }
 
@@ -235,17 +236,6 @@ async fn run_reloads_manifests_and_keeps_the_last_good_table() {
     control.await.unwrap().unwrap();
 }
 
-/// The message of an error and of every error under it.
-fn full_message(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
 /// One damage done to a manifest's text: (what, where, how long, which character).
 type Damage = (u8, usize, usize, u8);
 
@@ -303,7 +293,7 @@ proptest::proptest! {
                 }
             }
             Err(e) => {
-                let msg = full_message(&e);
+                let msg = error_chain(&e);
                 proptest::prop_assert!(msg.contains("cluster-damaged.yaml"), "{}", msg);
             }
         }
