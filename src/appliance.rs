@@ -970,7 +970,8 @@ pub fn start_control(
         })
 }
 
-/// An error and its sources on one line (the control crate's, so every message reads alike).
+/// An error and its sources on one line: the control crate's, so that every message
+/// reads alike.
 pub use kubypass_control::error_chain;
 
 /// Runs `f` every `period` until `stop` is set: the control thread's periodic jobs.
