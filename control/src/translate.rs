@@ -2330,35 +2330,35 @@ mod tests {
         ]);
     }
 
+    /// Hints for `nodes` and `zones`; none when both are empty. (A kind with no names
+    /// is left unset.)
+    pub(super) fn hints(nodes: &[&str], zones: &[&str]) -> Option<EndpointHints> {
+        fn names(v: &[&str]) -> Option<Vec<String>> {
+            (!v.is_empty()).then(|| v.iter().map(|n| n.to_string()).collect())
+        }
+        (!(nodes.is_empty() && zones.is_empty())).then(|| EndpointHints {
+            for_nodes: names(nodes).map(|v| v.into_iter().map(|name| ForNode { name }).collect()),
+            for_zones: names(zones).map(|v| v.into_iter().map(|name| ForZone { name }).collect()),
+        })
+    }
+
     /// An endpoint on `node` hinted for `zones` (none: no hints).
     fn ep_zoned(addr: &str, node: &str, zones: &[&str]) -> Endpoint {
         Endpoint {
-            hints: (!zones.is_empty()).then(|| EndpointHints {
-                for_nodes: None,
-                for_zones: Some(
-                    zones
-                        .iter()
-                        .map(|z| ForZone {
-                            name: z.to_string(),
-                        })
-                        .collect(),
-                ),
-            }),
+            hints: hints(&[], zones),
             ..ep_on(addr, node)
         }
     }
 
     /// `ep` also hinted for `nodes`.
     fn node_hinted(mut ep: Endpoint, nodes: &[&str]) -> Endpoint {
-        let hints = ep.hints.get_or_insert_with(Default::default);
-        hints.for_nodes = Some(
-            nodes
-                .iter()
-                .map(|n| ForNode {
-                    name: n.to_string(),
-                })
-                .collect(),
-        );
+        let zones = ep
+            .hints
+            .take()
+            .and_then(|h| h.for_zones)
+            .unwrap_or_default();
+        let zones: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
+        ep.hints = hints(nodes, &zones);
         ep
     }
 

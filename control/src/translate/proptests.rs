@@ -6,15 +6,14 @@
 //! - only addresses the objects name as ours are captured;
 //! - an unusable Service changes nothing for the others.
 
+use super::tests::hints;
 use super::translator_tests::{contents, step};
 use super::*;
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, ServiceSpec as K8sServiceSpec,
     ServiceStatus as K8sServiceStatus, SessionAffinityConfig,
 };
-use k8s_openapi::api::discovery::v1::{
-    EndpointConditions, EndpointHints, EndpointPort, ForNode, ForZone,
-};
+use k8s_openapi::api::discovery::v1::{EndpointConditions, EndpointPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -74,7 +73,7 @@ const NODES: ([Option<&str>; 2], [Option<&str>; 1]) = ([None, Some("node-a")], [
 const TRISTATE: ([Option<bool>; 2], [Option<bool>; 1]) = ([None, Some(true)], [Some(false)]);
 /// Node hints: none, this node ("node-a"), another.
 const NODE_HINTS: ([&[&str]; 3], [&[&str]; 1]) = ([&[], &[], &["node-a"]], [&["node-b"]]);
-/// Zone hints: none, this node's zone ("zone-a"), another, both; an empty list.
+/// Zone hints: none, this node's zone ("zone-a"), another, both; one unnamed zone.
 const ZONES: ([&[&str]; 4], [&[&str]; 1]) = (
     [&[], &["zone-a"], &["zone-b"], &["zone-a", "zone-b"]],
     [&[""]],
@@ -112,17 +111,6 @@ fn meta(ns: &str, name: &str, labels: Vec<(&str, &str)>) -> ObjectMeta {
         }),
         ..Default::default()
     }
-}
-
-/// Hints for `nodes` and `zones` (`[""]`: one unnamed zone); none when both are empty.
-fn hints(nodes: &[&str], zones: &[&str]) -> Option<EndpointHints> {
-    fn names(v: &[&str]) -> Option<Vec<String>> {
-        (!v.is_empty()).then(|| v.iter().map(|n| n.to_string()).collect())
-    }
-    (!(nodes.is_empty() && zones.is_empty())).then(|| EndpointHints {
-        for_nodes: names(nodes).map(|v| v.into_iter().map(|name| ForNode { name }).collect()),
-        for_zones: names(zones).map(|v| v.into_iter().map(|name| ForZone { name }).collect()),
-    })
 }
 
 fn strings(v: Vec<&str>) -> Option<Vec<String>> {
