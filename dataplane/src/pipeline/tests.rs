@@ -2213,27 +2213,37 @@ fn the_slow_job_hands_flows_counts_over_and_mirrors_conntrack_figures() {
     assert_eq!(relaxed(&c.flow_counts_dropped), 0);
 }
 
+/// A worker that resolves next hops from the neighbour snapshot (nothing assumed), a
+/// client's SYN to the VIP and its ACK, for the neighbour-cache tests.
+fn resolving_worker_and_flow() -> (Worker, Vec<u8>, Vec<u8>) {
+    let w = Worker::new(WorkerConfig {
+        assume_resolved: None,
+        ..config(0, 1)
+    });
+    let s = syn(from_client(), CLIENT, VIP, 40001, 80).build();
+    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40001, 80).build();
+    (w, s, ack)
+}
+
+/// That ACK as translated to BE1 and sent to `mac`.
+fn ack_to_backend_at(mac: MacAddr) -> Vec<u8> {
+    PacketBuilder::new()
+        .eth(MAC1, EthernetAddress(mac))
+        .ip(ip(CLIENT), ip(BE1))
+        .ttl(63)
+        .tcp(40001, 8080)
+        .build()
+}
+
 #[test]
 fn the_fast_path_follows_a_changed_neighbour_mac() {
     const OLD: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x01];
     const NEW: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];
     let t = table();
-    let mut w = Worker::new(WorkerConfig {
-        assume_resolved: None,
-        ..config(0, 1)
-    });
+    let (mut w, s, ack) = resolving_worker_and_flow();
     let hops = |be: MacAddr| NeighbourTable::new([(ip(BE1), be), (ip(CLIENT), CLIENT_MAC.0)]);
     let (n1, n2) = (hops(OLD), hops(NEW));
-    let s = syn(from_client(), CLIENT, VIP, 40001, 80).build();
-    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40001, 80).build();
-    let want = |mac: MacAddr| {
-        PacketBuilder::new()
-            .eth(MAC1, EthernetAddress(mac))
-            .ip(ip(CLIENT), ip(BE1))
-            .ttl(63)
-            .tcp(40001, 8080)
-            .build()
-    };
+    let want = ack_to_backend_at;
     run(&mut w, &t, &n1, &s, 0, 1);
     assert_eq!(run(&mut w, &t, &n1, &ack, 0, 2).1, want(OLD));
     assert_eq!(fast_frames(&w), 1);
@@ -2250,21 +2260,9 @@ fn the_fast_path_follows_a_changed_neighbour_mac() {
 fn the_fast_path_outlives_snapshots_that_only_add_neighbours() {
     const OTHER: MacAddr = [0x02, 0, 0, 0, 0xbe, 0x02];
     let t = table();
-    let mut w = Worker::new(WorkerConfig {
-        assume_resolved: None,
-        ..config(0, 1)
-    });
+    let (mut w, s, ack) = resolving_worker_and_flow();
     let n1 = NeighbourTable::new([(ip(BE1), HOP.0), (ip(CLIENT), CLIENT_MAC.0)]);
-    let s = syn(from_client(), CLIENT, VIP, 40001, 80).build();
-    let ack = from_client().ip(ip(CLIENT), ip(VIP)).tcp(40001, 80).build();
-    let want = |mac: MacAddr| {
-        PacketBuilder::new()
-            .eth(MAC1, EthernetAddress(mac))
-            .ip(ip(CLIENT), ip(BE1))
-            .ttl(63)
-            .tcp(40001, 8080)
-            .build()
-    };
+    let want = ack_to_backend_at;
     run(&mut w, &t, &n1, &s, 0, 1);
     assert_eq!(run(&mut w, &t, &n1, &ack, 0, 2).1, want(HOP.0));
     assert_eq!(fast_frames(&w), 1);
